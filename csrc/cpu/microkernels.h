@@ -1,0 +1,313 @@
+// CPU building blocks: two small matrix-product tiles and vector exp2/tanh.
+//
+// Every CPU kernel in fusedseq is written in terms of these, so this is where
+// the speed lives. Two shapes of product cover all the kernels:
+//
+//   gemm_nn:  C(M×N) (+)= A(M×K) · B(K×N)
+//     A is read one scalar at a time through arbitrary strides (rs_a, cs_a),
+//     so a transposed operand (Pᵀ, dSᵀ, dzᵀ) costs nothing; B is read as rows
+//     that are contiguous along N. The AVX2 tile keeps a 6×16 block of C in
+//     12 ymm registers and per k does 2 loads of B, 6 broadcasts of A and 12
+//     FMAs: the classic register-blocked shape that reaches ~90% of FMA peak.
+//
+//   gemm_nt:  C(M×N) = Σ_seg A_seg(M×K) · B_seg(N×K)ᵀ
+//     Both operands are rows contiguous along K (x·W_ihᵀ with W_ih as
+//     stored). Vectorised along K with a horizontal sum at the end, which
+//     avoids repacking Wᵀ on every call of the RNN cell. Several (A, B, K)
+//     segments accumulate into the same registers: that is how the cell does
+//     x W_ihᵀ + h W_hhᵀ in one pass.
+//
+// The generic (scalar, templated) versions are the reference and serve double
+// and non-AVX2 builds; the float specialisations use AVX2+FMA when compiled
+// with them.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define FUSEDSEQ_AVX2 1
+#else
+#define FUSEDSEQ_AVX2 0
+#endif
+
+namespace fusedseq::cpu {
+
+// ------------------------------------------------------------ generic path --
+template <typename T>
+inline void gemm_nn(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a,
+                    const T* B, int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  for (int64_t i = 0; i < M; ++i) {
+    T* c = C + i * ldc;
+    if (!accumulate) std::fill(c, c + N, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const T a = A[i * rs_a + k * cs_a];
+      const T* b = B + k * ldb;
+      for (int64_t j = 0; j < N; ++j) c[j] += a * b[j];
+    }
+  }
+}
+
+template <typename T>
+struct NtSegment {
+  const T* A; int64_t lda;  // (M, K) rows
+  const T* B; int64_t ldb;  // (N, K) rows
+  int64_t K;
+};
+
+template <typename T>
+inline void gemm_nt(int64_t M, int64_t N, const NtSegment<T>* seg, int nseg, T* C, int64_t ldc) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      T acc = 0;
+      for (int s = 0; s < nseg; ++s) {
+        const T* a = seg[s].A + i * seg[s].lda;
+        const T* b = seg[s].B + j * seg[s].ldb;
+        for (int64_t k = 0; k < seg[s].K; ++k) acc += a[k] * b[k];
+      }
+      C[i * ldc + j] = acc;
+    }
+}
+
+template <typename T>
+inline T exp2_scalar(T x) { return std::exp2(x); }
+
+#if FUSEDSEQ_AVX2
+// --------------------------------------------------------------- AVX2 path --
+inline __m256i tail_mask(int64_t n) {  // lanes [0, n) set, n in [0, 8]
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// 2^x, |rel err| < 2e-7 on the normal range. NaN in, NaN out (min/max take
+// the NaN operand when it is the second one); x <= -127 gives exactly 0 and
+// x >= 128 gives +inf, so -inf scores vanish and overflow is visible.
+inline __m256 exp2_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_set1_ps(128.0f), x);
+  x = _mm256_max_ps(_mm256_set1_ps(-127.0f), x);
+  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(x, n);  // in [-0.5, 0.5]
+  // Taylor series of e^(f ln 2) to degree 7: truncation error < 6e-9.
+  __m256 p = _mm256_set1_ps(1.5252733804059840e-05f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530393381608e-04f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-03f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-03f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-02f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-01f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-01f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// tanh as x·P(x²)/Q(x²) (a 13/6 minimax rational on [-7.9, 7.9], where
+// float tanh is ±1 beyond), accurate to a few ulp; small |x| returns x.
+inline __m256 tanh_ps(__m256 x) {
+  const __m256 lim = _mm256_set1_ps(7.90531110763549805f);
+  const __m256 xc = _mm256_max_ps(_mm256_sub_ps(_mm256_setzero_ps(), lim), _mm256_min_ps(lim, x));
+  const __m256 x2 = _mm256_mul_ps(xc, xc);
+  __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+  p = _mm256_mul_ps(p, xc);
+  __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+  const __m256 r = _mm256_div_ps(p, q);
+  const __m256 tiny = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(4e-4f), _CMP_LT_OQ);
+  const __m256 res = _mm256_blendv_ps(r, x, tiny);
+  // NaN stays NaN: the clamps above would have turned it into ±7.9.
+  return _mm256_blendv_ps(res, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// One MR×16 block of C; `n` valid columns (16 = a full block, no masking).
+template <int MR, bool FULL>
+inline void nn_tile(int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B, int64_t ldb,
+                    float* C, int64_t ldc, bool accumulate, int64_t n) {
+  __m256 c0[MR], c1[MR];
+  const __m256i m0 = FULL ? __m256i{} : tail_mask(std::min<int64_t>(n, 8));
+  const __m256i m1 = FULL ? __m256i{} : tail_mask(std::max<int64_t>(n - 8, 0));
+  for (int i = 0; i < MR; ++i) {
+    if (accumulate) {
+      c0[i] = FULL ? _mm256_loadu_ps(C + i * ldc) : _mm256_maskload_ps(C + i * ldc, m0);
+      c1[i] = FULL ? _mm256_loadu_ps(C + i * ldc + 8) : _mm256_maskload_ps(C + i * ldc + 8, m1);
+    } else {
+      c0[i] = _mm256_setzero_ps();
+      c1[i] = _mm256_setzero_ps();
+    }
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = B + k * ldb;
+    const __m256 b0 = FULL ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
+    const __m256 b1 = FULL ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
+    const float* a = A + k * cs_a;
+    for (int i = 0; i < MR; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(a + i * rs_a);
+      c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+      c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    if (FULL) {
+      _mm256_storeu_ps(C + i * ldc, c0[i]);
+      _mm256_storeu_ps(C + i * ldc + 8, c1[i]);
+    } else {
+      _mm256_maskstore_ps(C + i * ldc, m0, c0[i]);
+      _mm256_maskstore_ps(C + i * ldc + 8, m1, c1[i]);
+    }
+  }
+}
+
+template <bool FULL>
+inline void nn_rows(int64_t M, int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B,
+                    int64_t ldb, float* C, int64_t ldc, bool accumulate, int64_t n) {
+  int64_t i = 0;
+  for (; i + 6 <= M; i += 6)
+    nn_tile<6, FULL>(K, A + i * rs_a, rs_a, cs_a, B, ldb, C + i * ldc, ldc, accumulate, n);
+  const float* a = A + i * rs_a;
+  float* c = C + i * ldc;
+  switch (M - i) {
+    case 5: nn_tile<5, FULL>(K, a, rs_a, cs_a, B, ldb, c, ldc, accumulate, n); break;
+    case 4: nn_tile<4, FULL>(K, a, rs_a, cs_a, B, ldb, c, ldc, accumulate, n); break;
+    case 3: nn_tile<3, FULL>(K, a, rs_a, cs_a, B, ldb, c, ldc, accumulate, n); break;
+    case 2: nn_tile<2, FULL>(K, a, rs_a, cs_a, B, ldb, c, ldc, accumulate, n); break;
+    case 1: nn_tile<1, FULL>(K, a, rs_a, cs_a, B, ldb, c, ldc, accumulate, n); break;
+    default: break;
+  }
+}
+
+template <>
+inline void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int64_t rs_a, int64_t cs_a,
+                           const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  // Column blocks outermost: a K×16 panel of B stays in L1 while every row
+  // block of A streams past it.
+  for (int64_t j = 0; j < N; j += 16) {
+    const int64_t n = std::min<int64_t>(16, N - j);
+    if (n == 16)
+      nn_rows<true>(M, K, A, rs_a, cs_a, B + j, ldb, C + j, ldc, accumulate, n);
+    else
+      nn_rows<false>(M, K, A, rs_a, cs_a, B + j, ldb, C + j, ldc, accumulate, n);
+  }
+}
+
+// MR rows of A against NR rows of B, vectorised along K.
+template <int MR, int NR>
+inline void nt_tile(const NtSegment<float>* seg, int nseg, int64_t i0, int64_t j0, float* C, int64_t ldc) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int s = 0; s < nseg; ++s) {
+    const NtSegment<float>& g = seg[s];
+    const float* a = g.A + i0 * g.lda;
+    const float* b = g.B + j0 * g.ldb;
+    int64_t k = 0;
+    for (; k + 8 <= g.K; k += 8) {
+      __m256 av[MR];
+      for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_ps(a + i * g.lda + k);
+      for (int j = 0; j < NR; ++j) {
+        const __m256 bv = _mm256_loadu_ps(b + j * g.ldb + k);
+        for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
+      }
+    }
+    if (k < g.K) {
+      const __m256i m = tail_mask(g.K - k);
+      __m256 av[MR];
+      for (int i = 0; i < MR; ++i) av[i] = _mm256_maskload_ps(a + i * g.lda + k, m);
+      for (int j = 0; j < NR; ++j) {
+        const __m256 bv = _mm256_maskload_ps(b + j * g.ldb + k, m);
+        for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) C[(i0 + i) * ldc + j0 + j] = hsum(acc[i][j]);
+}
+
+template <int MR>
+inline void nt_row_block(int64_t N, const NtSegment<float>* seg, int nseg, int64_t i0, float* C, int64_t ldc) {
+  int64_t j = 0;
+  for (; j + 4 <= N; j += 4) nt_tile<MR, 4>(seg, nseg, i0, j, C, ldc);
+  switch (N - j) {
+    case 3: nt_tile<MR, 3>(seg, nseg, i0, j, C, ldc); break;
+    case 2: nt_tile<MR, 2>(seg, nseg, i0, j, C, ldc); break;
+    case 1: nt_tile<MR, 1>(seg, nseg, i0, j, C, ldc); break;
+    default: break;
+  }
+}
+
+template <>
+inline void gemm_nt<float>(int64_t M, int64_t N, const NtSegment<float>* seg, int nseg, float* C, int64_t ldc) {
+  // 3×4 tiles: 12 accumulators + 3 A vectors + 1 B vector = all 16 ymm.
+  int64_t i = 0;
+  for (; i + 3 <= M; i += 3) nt_row_block<3>(N, seg, nseg, i, C, ldc);
+  if (M - i == 2) nt_row_block<2>(N, seg, nseg, i, C, ldc);
+  if (M - i == 1) nt_row_block<1>(N, seg, nseg, i, C, ldc);
+}
+#endif  // FUSEDSEQ_AVX2
+
+// ------------------------------------------------ element-wise row helpers --
+// These are the epilogues the RNN kernels fuse after their products.
+
+// y[j] = act(y[j] + bias[j]) over one row; bias may be null.
+template <typename T>
+inline void bias_act_row(T* y, const T* bias, int64_t n, bool relu) {
+  int64_t j = 0;
+#if FUSEDSEQ_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    for (; j + 8 <= n; j += 8) {
+      __m256 v = _mm256_loadu_ps(y + j);
+      if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j));
+      v = relu ? _mm256_max_ps(_mm256_setzero_ps(), v) : tanh_ps(v);
+      _mm256_storeu_ps(y + j, v);
+    }
+  }
+#endif
+  for (; j < n; ++j) {
+    T v = y[j] + (bias ? bias[j] : T(0));
+    // relu keeps NaN, like torch.relu.
+    y[j] = relu ? (v < T(0) ? T(0) : v) : static_cast<T>(std::tanh(v));
+  }
+}
+
+// g[j] *= act'(y[j]) where y = act(z): tanh' = 1 - y², relu' = [y > 0].
+template <typename T>
+inline void mul_act_grad_row(T* g, const T* y, int64_t n, bool relu) {
+  int64_t j = 0;
+#if FUSEDSEQ_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+      const __m256 yv = _mm256_loadu_ps(y + j);
+      __m256 gv = _mm256_loadu_ps(g + j);
+      gv = relu ? _mm256_and_ps(gv, _mm256_cmp_ps(yv, zero, _CMP_GT_OQ))
+                : _mm256_mul_ps(gv, _mm256_fnmadd_ps(yv, yv, one));
+      _mm256_storeu_ps(g + j, gv);
+    }
+  }
+#endif
+  for (; j < n; ++j) g[j] = relu ? (y[j] > T(0) ? g[j] : T(0)) : g[j] * (T(1) - y[j] * y[j]);
+}
+
+}  // namespace fusedseq::cpu

@@ -1,0 +1,176 @@
+// Elman RNN on the CPU: the fused cell and the fused recurrence.
+//
+// Work split. Every product here has a small M (the batch) and a wide N (the
+// hidden units), so threads split N: each thread owns a slice of hidden units
+// and, across the time steps of a sequence, keeps re-reading the same slice
+// of W_hh, which stays in its core's L2. Per time step that is one parallel
+// region; nothing else crosses threads.
+#include <vector>
+
+#include "cpu/kernels_cpu.h"
+#include "cpu/microkernels.h"
+
+namespace fusedseq::cpu {
+namespace {
+
+// Column chunks are multiples of 16 so that every thread's slice lines up
+// with the 16-wide register tiles of gemm_nn.
+constexpr int64_t kColChunk = 16;
+
+// Below this many multiply-adds per call a parallel region costs more than it
+// saves.
+constexpr int64_t kMinParallelWork = 1 << 15;
+
+inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// grain (in column chunks) so that small problems stay on one thread.
+inline int64_t col_grain(int64_t nchunks, int64_t work) {
+  return work < kMinParallelWork ? nchunks : 1;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------- cell forward --
+// One pass: for a 3×4 block of (batch, unit) the tile accumulates x·W_ihᵀ and
+// then h·W_hhᵀ into the same registers, reads both rows of W as stored, and
+// the epilogue adds both biases and applies the activation.
+template <typename T>
+void rnn_cell_forward(const RnnCellFwdParams<T>& p, const ParallelFor& pf) {
+  const NtSegment<T> seg[2] = {{p.x, p.I, p.w_ih, p.I, p.I}, {p.h, p.H, p.w_hh, p.H, p.H}};
+  const bool relu = p.act == Activation::Relu;
+  const int64_t nchunks = div_up(p.H, kColChunk);
+  pf(0, nchunks, col_grain(nchunks, p.B * p.H * (p.I + p.H)), [&](int64_t c0, int64_t c1) {
+    const int64_t j0 = c0 * kColChunk, j1 = std::min(p.H, c1 * kColChunk);
+    // Shift B's rows so that tile column 0 is unit j0.
+    NtSegment<T> s[2] = {seg[0], seg[1]};
+    s[0].B += j0 * s[0].ldb;
+    s[1].B += j0 * s[1].ldb;
+    T* out = p.h_next + j0;
+    gemm_nt<T>(p.B, j1 - j0, s, 2, out, p.H);
+    std::vector<T> bias;
+    const T* bptr = nullptr;
+    if (p.b_ih || p.b_hh) {
+      bias.resize(j1 - j0);
+      for (int64_t j = j0; j < j1; ++j)
+        bias[j - j0] = (p.b_ih ? p.b_ih[j] : T(0)) + (p.b_hh ? p.b_hh[j] : T(0));
+      bptr = bias.data();
+    }
+    for (int64_t b = 0; b < p.B; ++b) bias_act_row<T>(out + b * p.H, bptr, j1 - j0, relu);
+  });
+}
+
+// ------------------------------------------------------------ cell backward --
+//   dz = dh' ∘ act'(h')        dx = dz W_ih        dh = dz W_hh
+//   dW_ih = dzᵀ x              dW_hh = dzᵀ h       db = Σ_batch dz
+// All four products are gemm_nn: dz and its transpose are read through
+// strides, W and x as stored.
+template <typename T>
+void rnn_cell_backward(const RnnCellBwdParams<T>& p, const ParallelFor& pf) {
+  const bool relu = p.act == Activation::Relu;
+  const int64_t B = p.B, I = p.I, H = p.H;
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy(p.grad_h_next + b * H, p.grad_h_next + (b + 1) * H, p.grad_z + b * H);
+    mul_act_grad_row<T>(p.grad_z + b * H, p.h_next + b * H, H, relu);
+  }
+  const T* dz = p.grad_z;
+  // Inputs' gradients: split over their columns (I, then H).
+  const int64_t cx = div_up(I, kColChunk), ch = div_up(H, kColChunk);
+  pf(0, cx + ch, col_grain(cx + ch, B * H * (I + H)), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      if (c < cx) {
+        const int64_t j0 = c * kColChunk, n = std::min(kColChunk, I - j0);
+        gemm_nn<T>(B, n, H, dz, H, 1, p.w_ih + j0, I, p.grad_x + j0, I, false);
+      } else {
+        const int64_t j0 = (c - cx) * kColChunk, n = std::min(kColChunk, H - j0);
+        gemm_nn<T>(B, n, H, dz, H, 1, p.w_hh + j0, H, p.grad_h + j0, H, false);
+      }
+    }
+  });
+  // Weights' gradients: split over their rows (the hidden units).
+  pf(0, H, std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, B * (I + H))), [&](int64_t r0, int64_t r1) {
+    const int64_t m = r1 - r0;
+    gemm_nn<T>(m, I, B, dz + r0, 1, H, p.x, I, p.grad_w_ih + r0 * I, I, false);
+    gemm_nn<T>(m, H, B, dz + r0, 1, H, p.h, H, p.grad_w_hh + r0 * H, H, false);
+    if (p.grad_b) {
+      for (int64_t r = r0; r < r1; ++r) {
+        T s = 0;
+        for (int64_t b = 0; b < B; ++b) s += dz[b * H + r];
+        p.grad_b[r] = s;
+      }
+    }
+  });
+}
+
+// --------------------------------------------------------- sequence forward --
+// out[t] arrives holding x_t W_ihᵀ + b; each step adds h_{t-1} W_hhᵀ into it
+// in place and applies the activation, while the chunk is still in L1. W_hhᵀ
+// is packed once per call (row k = column k of W_hh) so that the per-step
+// product streams contiguous rows.
+template <typename T>
+void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
+  const int64_t B = p.B, H = p.H, BH = B * H;
+  const bool relu = p.act == Activation::Relu;
+  std::vector<T> wt(H * H);
+  pf(0, H, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t k = r0; k < r1; ++k)
+      for (int64_t j = 0; j < H; ++j) wt[k * H + j] = p.w_hh[j * H + k];
+  });
+  const int64_t nchunks = div_up(H, kColChunk);
+  const int64_t grain = col_grain(nchunks, B * H * H);
+  for (int64_t t = 0; t < p.T_; ++t) {
+    const T* prev = t == 0 ? p.h0 : p.out + (t - 1) * BH;
+    T* cur = p.out + t * BH;
+    pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
+      const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
+      gemm_nn<T>(B, n, H, prev, H, 1, wt.data() + j0, H, cur + j0, H, /*accumulate=*/true);
+      for (int64_t b = 0; b < B; ++b) bias_act_row<T>(cur + b * H + j0, nullptr, n, relu);
+    });
+  }
+}
+
+// -------------------------------------------------------- sequence backward --
+// Runs the recurrence backwards; the step's product dz_{t+1} W_hh reads W_hh
+// as stored, and the epilogue multiplies by act'(h_t) in the same pass.
+template <typename T>
+void rnn_seq_backward(const RnnSeqBwdParams<T>& p, const ParallelFor& pf) {
+  const int64_t B = p.B, H = p.H, BH = B * H, T_ = p.T_;
+  const bool relu = p.act == Activation::Relu;
+  const int64_t nchunks = div_up(H, kColChunk);
+  const int64_t grain = col_grain(nchunks, B * H * H);
+  for (int64_t t = T_ - 1; t >= 0; --t) {
+    T* dz = p.grad_z + t * BH;
+    const T* dz_next = p.grad_z + (t + 1) * BH;  // valid for t < T-1
+    const T* go = p.grad_out + t * BH;
+    const T* y = p.out + t * BH;
+    pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
+      const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
+      for (int64_t b = 0; b < B; ++b) {
+        T* row = dz + b * H + j0;
+        const T* g = go + b * H + j0;
+        if (t == T_ - 1) {
+          const T* gh = p.grad_h_n + b * H + j0;
+          for (int64_t j = 0; j < n; ++j) row[j] = g[j] + gh[j];
+        } else {
+          std::copy(g, g + n, row);
+        }
+      }
+      if (t < T_ - 1) gemm_nn<T>(B, n, H, dz_next, H, 1, p.w_hh + j0, H, dz + j0, H, true);
+      for (int64_t b = 0; b < B; ++b) mul_act_grad_row<T>(dz + b * H + j0, y + b * H + j0, n, relu);
+    });
+  }
+  pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
+    const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
+    gemm_nn<T>(B, n, H, p.grad_z, H, 1, p.w_hh + j0, H, p.grad_h0 + j0, H, false);
+  });
+}
+
+#define FUSEDSEQ_INSTANTIATE(T)                                                        \
+  template void rnn_cell_forward<T>(const RnnCellFwdParams<T>&, const ParallelFor&);   \
+  template void rnn_cell_backward<T>(const RnnCellBwdParams<T>&, const ParallelFor&);  \
+  template void rnn_seq_forward<T>(const RnnSeqFwdParams<T>&, const ParallelFor&);     \
+  template void rnn_seq_backward<T>(const RnnSeqBwdParams<T>&, const ParallelFor&);
+FUSEDSEQ_INSTANTIATE(float)
+FUSEDSEQ_INSTANTIATE(double)
+#undef FUSEDSEQ_INSTANTIATE
+
+}  // namespace fusedseq::cpu

@@ -3,7 +3,7 @@
 // Forward. One task = (batch, query head, tile of BM query rows); tasks run
 // in parallel. A task keeps its Q rows, a BM×BN block of scores and a BM×D
 // fp32 output accumulator in cache, and walks the keys BN at a time:
-//     S = Q Kᵀ_tile                    (gemm_nn against Kᵀ packed per head)
+//     S = Q Kᵀ_tile                    (gemm_nn against Kᵀ packed per head in 16-key panels)
 //     m' = max(m, rowmax S); P = 2^(S·c − m'); l = l·2^(m−m') + rowsum P
 //     O = O·2^(m−m') + P V_tile        (gemm_nn, V rows as stored)
 // with c = scale·log2(e), so only exp2 is needed. At the end O /= l and the
@@ -39,23 +39,18 @@ constexpr double kLn2 = 0.6931471805599453;
 
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// dst[(b·H + h)·D + d][n] = src[b, h, n, d]: Kᵀ (or Vᵀ) per head, D × N.
+// Kᵀ (or Vᵀ) of every head in 16-key panels (see pack_panels): head t's
+// block starts at t · panels_size(D, N).
 template <typename T>
-void pack_transposed(const T* src, Strides3 st, int64_t B, int64_t H, int64_t N, int64_t D, T* dst,
-                     const ParallelFor& pf) {
+std::vector<T> pack_heads_transposed(const T* src, Strides3 st, int64_t B, int64_t H, int64_t N, int64_t D,
+                                     const ParallelFor& pf) {
+  const int64_t per_head = panels_size(D, N);
+  std::vector<T> dst(B * H * per_head);
   pf(0, B * H, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / H, h = t % H;
-      const T* s = src + b * st.b + h * st.h;
-      T* d = dst + t * D * N;
-      // 8 rows of the source at a time so the strided stores fill whole lines.
-      for (int64_t n0 = 0; n0 < N; n0 += 8) {
-        const int64_t n1 = std::min(N, n0 + 8);
-        for (int64_t k = 0; k < D; ++k)
-          for (int64_t n = n0; n < n1; ++n) d[k * N + n] = s[n * st.n + k];
-      }
-    }
+    for (int64_t t = t0; t < t1; ++t)
+      pack_panels<T>(D, N, src + (t / H) * st.b + (t % H) * st.h, 1, st.n, dst.data() + t * per_head);
   });
+  return dst;
 }
 
 // s[0:n) *= c; returns max over s[0:n).
@@ -166,8 +161,8 @@ template <typename T>
 void attention_forward(const AttnFwdParams<T>& p, const ParallelFor& pf) {
   const AttnShape& s = p.s;
   const int64_t D = s.D, group = s.Hq / s.Hkv;
-  std::vector<T> kt(s.B * s.Hkv * D * s.Nk);
-  pack_transposed(p.k, p.k_st, s.B, s.Hkv, s.Nk, D, kt.data(), pf);
+  const std::vector<T> kt = pack_heads_transposed(p.k, p.k_st, s.B, s.Hkv, s.Nk, D, pf);
+  const int64_t head_panels = panels_size(D, s.Nk);
 
   const T c = static_cast<T>(s.scale * kLog2e);
   const int64_t nqt = div_up(s.Nq, BM);
@@ -177,7 +172,7 @@ void attention_forward(const AttnFwdParams<T>& p, const ParallelFor& pf) {
       const int64_t b = t / (s.Hq * nqt), h = (t / nqt) % s.Hq, i0 = (t % nqt) * BM;
       const int64_t mq = std::min(BM, s.Nq - i0), hk = h / group;
       const T* q = p.q + b * p.q_st.b + h * p.q_st.h + i0 * p.q_st.n;
-      const T* ktp = kt.data() + (b * s.Hkv + hk) * D * s.Nk;
+      const T* ktp = kt.data() + (b * s.Hkv + hk) * head_panels;
       const T* v = p.v + b * p.v_st.b + hk * p.v_st.h;
       std::fill(m.begin(), m.end(), -std::numeric_limits<T>::infinity());
       std::fill(l.begin(), l.end(), T(0));
@@ -185,7 +180,7 @@ void attention_forward(const AttnFwdParams<T>& p, const ParallelFor& pf) {
       const int64_t j_end = s.causal ? std::min(s.Nk, i0 + mq) : s.Nk;
       for (int64_t j0 = 0; j0 < j_end; j0 += BN) {
         const int64_t kn = std::min(BN, j_end - j0);
-        gemm_nn<T>(mq, kn, D, q, p.q_st.n, 1, ktp + j0, s.Nk, S.data(), BN, false);
+        gemm_nn_packed<T>(mq, kn, D, q, p.q_st.n, 1, ktp + j0 * D, S.data(), BN, false);
         for (int64_t r = 0; r < mq; ++r) {
           T* row = S.data() + r * BN;
           const int64_t lim = visible_keys(s.causal, i0 + r, j0, kn);
@@ -214,9 +209,9 @@ template <typename T>
 void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
   const AttnShape& s = p.s;
   const int64_t D = s.D, group = s.Hq / s.Hkv, Nq = s.Nq, Nk = s.Nk;
-  std::vector<T> kt(s.B * s.Hkv * D * Nk), vt(s.B * s.Hkv * D * Nk);
-  pack_transposed(p.k, p.k_st, s.B, s.Hkv, Nk, D, kt.data(), pf);
-  pack_transposed(p.v, p.v_st, s.B, s.Hkv, Nk, D, vt.data(), pf);
+  const std::vector<T> kt = pack_heads_transposed(p.k, p.k_st, s.B, s.Hkv, Nk, D, pf);
+  const std::vector<T> vt = pack_heads_transposed(p.v, p.v_st, s.B, s.Hkv, Nk, D, pf);
+  const int64_t head_panels = panels_size(D, Nk);
   // With GQA each query head writes its own dK/dV partial; without, the
   // outputs themselves.
   std::vector<T> dk_part, dv_part;
@@ -239,8 +234,8 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
       const T* o = p.out + b * p.o_st.b + h * p.o_st.h;
       const T* dO = p.grad_out + b * p.do_st.b + h * p.do_st.h;
       const T* k = p.k + b * p.k_st.b + hk * p.k_st.h;
-      const T* ktp = kt.data() + (b * s.Hkv + hk) * D * Nk;
-      const T* vtp = vt.data() + (b * s.Hkv + hk) * D * Nk;
+      const T* ktp = kt.data() + (b * s.Hkv + hk) * head_panels;
+      const T* vtp = vt.data() + (b * s.Hkv + hk) * head_panels;
       const T* lse = p.lse + t * Nq;
       T* dq = p.grad_q + t * Nq * D;
       T* dk_out = dk_dst + t * Nk * D;  // t indexes (b, h) = (b, hk) when group == 1
@@ -257,7 +252,7 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
           const int64_t mq = std::min(BM, Nq - i0);
           const T* qi = q + i0 * p.q_st.n;
           const T* dOi = dO + i0 * p.do_st.n;
-          gemm_nn<T>(mq, kn, D, qi, p.q_st.n, 1, ktp + j0, Nk, P.data(), BN, false);
+          gemm_nn_packed<T>(mq, kn, D, qi, p.q_st.n, 1, ktp + j0 * D, P.data(), BN, false);
           for (int64_t r = 0; r < mq; ++r) {
             T* row = P.data() + r * BN;
             const int64_t lim = visible_keys(s.causal, i0 + r, j0, kn);
@@ -265,7 +260,7 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
             std::fill(row + lim, row + kn, T(0));
           }
           gemm_nn<T>(kn, D, mq, P.data(), 1, BN, dOi, p.do_st.n, dV.data(), D, true);
-          gemm_nn<T>(mq, kn, D, dOi, p.do_st.n, 1, vtp + j0, Nk, dS.data(), BN, false);
+          gemm_nn_packed<T>(mq, kn, D, dOi, p.do_st.n, 1, vtp + j0 * D, dS.data(), BN, false);
           for (int64_t r = 0; r < mq; ++r)
             softmax_grad_row(P.data() + r * BN, dS.data() + r * BN, kn, delta[i0 + r]);
           gemm_nn<T>(mq, D, kn, dS.data(), BN, 1, k + j0 * p.k_st.n, p.k_st.n, dq + i0 * D, D, true);

@@ -143,41 +143,52 @@ inline float hmax(__m256 v) {
 }
 
 // One MR×16 block of C; `n` valid columns (16 = a full block, no masking).
+//
+// The accumulators are named variables, not arrays: with `__m256 c[MR]` GCC
+// 12 kept the registers but also stored all 12 of them to the stack on every
+// k step, which made the loop store-bound at a third of FMA peak. Rows past
+// MR are dead code removed by `if constexpr`.
 template <int MR, bool FULL>
 inline void nn_tile(int64_t K, const float* A, int64_t rs_a, int64_t cs_a, const float* B, int64_t ldb,
                     float* C, int64_t ldc, bool accumulate, int64_t n) {
-  __m256 c0[MR], c1[MR];
+  static_assert(MR >= 1 && MR <= 6, "nn_tile handles 1..6 rows");
   const __m256i m0 = FULL ? __m256i{} : tail_mask(std::min<int64_t>(n, 8));
   const __m256i m1 = FULL ? __m256i{} : tail_mask(std::max<int64_t>(n - 8, 0));
-  for (int i = 0; i < MR; ++i) {
-    if (accumulate) {
-      c0[i] = FULL ? _mm256_loadu_ps(C + i * ldc) : _mm256_maskload_ps(C + i * ldc, m0);
-      c1[i] = FULL ? _mm256_loadu_ps(C + i * ldc + 8) : _mm256_maskload_ps(C + i * ldc + 8, m1);
-    } else {
-      c0[i] = _mm256_setzero_ps();
-      c1[i] = _mm256_setzero_ps();
-    }
-  }
+  const __m256 z = _mm256_setzero_ps();
+  __m256 c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
   for (int64_t k = 0; k < K; ++k) {
     const float* b = B + k * ldb;
     const __m256 b0 = FULL ? _mm256_loadu_ps(b) : _mm256_maskload_ps(b, m0);
     const __m256 b1 = FULL ? _mm256_loadu_ps(b + 8) : _mm256_maskload_ps(b + 8, m1);
     const float* a = A + k * cs_a;
-    for (int i = 0; i < MR; ++i) {
-      const __m256 ai = _mm256_broadcast_ss(a + i * rs_a);
-      c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
-      c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
-    }
+#define FUSEDSEQ_ROW_FMA(i)                                    \
+  if constexpr (MR > i) {                                      \
+    const __m256 ai = _mm256_broadcast_ss(a + i * rs_a);       \
+    c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);                \
+    c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);                \
   }
-  for (int i = 0; i < MR; ++i) {
-    if (FULL) {
-      _mm256_storeu_ps(C + i * ldc, c0[i]);
-      _mm256_storeu_ps(C + i * ldc + 8, c1[i]);
-    } else {
-      _mm256_maskstore_ps(C + i * ldc, m0, c0[i]);
-      _mm256_maskstore_ps(C + i * ldc + 8, m1, c1[i]);
-    }
+    FUSEDSEQ_ROW_FMA(0) FUSEDSEQ_ROW_FMA(1) FUSEDSEQ_ROW_FMA(2)
+    FUSEDSEQ_ROW_FMA(3) FUSEDSEQ_ROW_FMA(4) FUSEDSEQ_ROW_FMA(5)
+#undef FUSEDSEQ_ROW_FMA
   }
+#define FUSEDSEQ_ROW_STORE(i)                                                          \
+  if constexpr (MR > i) {                                                              \
+    float* ci = C + i * ldc;                                                           \
+    if (accumulate) {                                                                  \
+      c##i##0 = _mm256_add_ps(c##i##0, FULL ? _mm256_loadu_ps(ci) : _mm256_maskload_ps(ci, m0));          \
+      c##i##1 = _mm256_add_ps(c##i##1, FULL ? _mm256_loadu_ps(ci + 8) : _mm256_maskload_ps(ci + 8, m1));  \
+    }                                                                                  \
+    if (FULL) {                                                                        \
+      _mm256_storeu_ps(ci, c##i##0);                                                   \
+      _mm256_storeu_ps(ci + 8, c##i##1);                                               \
+    } else {                                                                           \
+      _mm256_maskstore_ps(ci, m0, c##i##0);                                            \
+      _mm256_maskstore_ps(ci + 8, m1, c##i##1);                                        \
+    }                                                                                  \
+  }
+  FUSEDSEQ_ROW_STORE(0) FUSEDSEQ_ROW_STORE(1) FUSEDSEQ_ROW_STORE(2)
+  FUSEDSEQ_ROW_STORE(3) FUSEDSEQ_ROW_STORE(4) FUSEDSEQ_ROW_STORE(5)
+#undef FUSEDSEQ_ROW_STORE
 }
 
 template <bool FULL>
@@ -212,60 +223,117 @@ inline void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int6
   }
 }
 
-// MR rows of A against NR rows of B, vectorised along K.
+// MR rows of A against NR rows of B, vectorised along K. Named accumulators
+// for the same reason as nn_tile (arrays were spilled on every k step).
 template <int MR, int NR>
 inline void nt_tile(const NtSegment<float>* seg, int nseg, int64_t i0, int64_t j0, float* C, int64_t ldc) {
-  __m256 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  static_assert(MR >= 1 && MR <= 3 && NR >= 1 && NR <= 4, "nt_tile handles up to 3x4");
+  const __m256 z = _mm256_setzero_ps();
+  __m256 s00 = z, s01 = z, s02 = z, s03 = z, s10 = z, s11 = z, s12 = z, s13 = z, s20 = z, s21 = z, s22 = z, s23 = z;
   for (int s = 0; s < nseg; ++s) {
     const NtSegment<float>& g = seg[s];
     const float* a = g.A + i0 * g.lda;
     const float* b = g.B + j0 * g.ldb;
-    int64_t k = 0;
-    for (; k + 8 <= g.K; k += 8) {
-      __m256 av[MR];
-      for (int i = 0; i < MR; ++i) av[i] = _mm256_loadu_ps(a + i * g.lda + k);
-      for (int j = 0; j < NR; ++j) {
-        const __m256 bv = _mm256_loadu_ps(b + j * g.ldb + k);
-        for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
-      }
-    }
-    if (k < g.K) {
-      const __m256i m = tail_mask(g.K - k);
-      __m256 av[MR];
-      for (int i = 0; i < MR; ++i) av[i] = _mm256_maskload_ps(a + i * g.lda + k, m);
-      for (int j = 0; j < NR; ++j) {
-        const __m256 bv = _mm256_maskload_ps(b + j * g.ldb + k, m);
-        for (int i = 0; i < MR; ++i) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
-      }
-    }
+    // One k-step of 8: rows of A in a0..a2, then each row of B against them.
+    auto step = [&](int64_t k, __m256i mask, bool masked) {
+      auto ld = [&](const float* p) { return masked ? _mm256_maskload_ps(p + k, mask) : _mm256_loadu_ps(p + k); };
+      const __m256 a0 = ld(a);
+      const __m256 a1 = MR > 1 ? ld(a + g.lda) : z;
+      const __m256 a2 = MR > 2 ? ld(a + 2 * g.lda) : z;
+#define FUSEDSEQ_NT_COL(j)                                          \
+  if constexpr (NR > j) {                                           \
+    const __m256 bj = ld(b + j * g.ldb);                            \
+    s0##j = _mm256_fmadd_ps(a0, bj, s0##j);                         \
+    if constexpr (MR > 1) s1##j = _mm256_fmadd_ps(a1, bj, s1##j);   \
+    if constexpr (MR > 2) s2##j = _mm256_fmadd_ps(a2, bj, s2##j);   \
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) C[(i0 + i) * ldc + j0 + j] = hsum(acc[i][j]);
+      FUSEDSEQ_NT_COL(0) FUSEDSEQ_NT_COL(1) FUSEDSEQ_NT_COL(2) FUSEDSEQ_NT_COL(3)
+#undef FUSEDSEQ_NT_COL
+    };
+    int64_t k = 0;
+    for (; k + 8 <= g.K; k += 8) step(k, __m256i{}, false);
+    if (k < g.K) step(k, tail_mask(g.K - k), true);
+  }
+  float* c = C + i0 * ldc + j0;
+#define FUSEDSEQ_NT_STORE(i, j) \
+  if constexpr (MR > i && NR > j) c[i * ldc + j] = hsum(s##i##j);
+  FUSEDSEQ_NT_STORE(0, 0) FUSEDSEQ_NT_STORE(0, 1) FUSEDSEQ_NT_STORE(0, 2) FUSEDSEQ_NT_STORE(0, 3)
+  FUSEDSEQ_NT_STORE(1, 0) FUSEDSEQ_NT_STORE(1, 1) FUSEDSEQ_NT_STORE(1, 2) FUSEDSEQ_NT_STORE(1, 3)
+  FUSEDSEQ_NT_STORE(2, 0) FUSEDSEQ_NT_STORE(2, 1) FUSEDSEQ_NT_STORE(2, 2) FUSEDSEQ_NT_STORE(2, 3)
+#undef FUSEDSEQ_NT_STORE
 }
 
-template <int MR>
-inline void nt_row_block(int64_t N, const NtSegment<float>* seg, int nseg, int64_t i0, float* C, int64_t ldc) {
-  int64_t j = 0;
-  for (; j + 4 <= N; j += 4) nt_tile<MR, 4>(seg, nseg, i0, j, C, ldc);
-  switch (N - j) {
-    case 3: nt_tile<MR, 3>(seg, nseg, i0, j, C, ldc); break;
-    case 2: nt_tile<MR, 2>(seg, nseg, i0, j, C, ldc); break;
-    case 1: nt_tile<MR, 1>(seg, nseg, i0, j, C, ldc); break;
-    default: break;
-  }
+template <int NR>
+inline void nt_col_block(int64_t M, const NtSegment<float>* seg, int nseg, int64_t j0, float* C, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + 3 <= M; i += 3) nt_tile<3, NR>(seg, nseg, i, j0, C, ldc);
+  if (M - i == 2) nt_tile<2, NR>(seg, nseg, i, j0, C, ldc);
+  if (M - i == 1) nt_tile<1, NR>(seg, nseg, i, j0, C, ldc);
 }
 
 template <>
 inline void gemm_nt<float>(int64_t M, int64_t N, const NtSegment<float>* seg, int nseg, float* C, int64_t ldc) {
   // 3×4 tiles: 12 accumulators + 3 A vectors + 1 B vector = all 16 ymm.
-  int64_t i = 0;
-  for (; i + 3 <= M; i += 3) nt_row_block<3>(N, seg, nseg, i, C, ldc);
-  if (M - i == 2) nt_row_block<2>(N, seg, nseg, i, C, ldc);
-  if (M - i == 1) nt_row_block<1>(N, seg, nseg, i, C, ldc);
+  // B's rows (the weights, the big operand) are the outer loop, so each
+  // block of 4 rows is read from memory once and reused from L1 for every
+  // row of A; the other order re-streams all of B per 3 rows of A.
+  int64_t j = 0;
+  for (; j + 4 <= N; j += 4) nt_col_block<4>(M, seg, nseg, j, C, ldc);
+  switch (N - j) {
+    case 3: nt_col_block<3>(M, seg, nseg, j, C, ldc); break;
+    case 2: nt_col_block<2>(M, seg, nseg, j, C, ldc); break;
+    case 1: nt_col_block<1>(M, seg, nseg, j, C, ldc); break;
+    default: break;
+  }
 }
 #endif  // FUSEDSEQ_AVX2
+
+// ------------------------------------------------------------ B panels --
+// gemm_nn reads B as K rows of a 16-column panel. When B's row stride is a
+// large power of two (Kᵀ with Nk = 1024 keys: 4 KiB; W_hhᵀ with H = 256:
+// 1 KiB) those K rows all map to the same few L1 sets and evict each other,
+// which cost 4-5x in speed. Packing B once into contiguous 16-wide panels
+// (row stride 16 floats) removes the conflict and makes the loads sequential.
+constexpr int64_t kPanel = 16;
+
+inline int64_t panels_size(int64_t K, int64_t N) { return (N + kPanel - 1) / kPanel * kPanel * K; }
+
+// dst panel p, row k, lane c = B(k, 16p + c), zero past N, where
+// B(k, n) = src[k * rs + n * cs]. (rs, cs) = (ldb, 1) packs B as stored;
+// (1, ld) packs the transpose of a row-major (N, K) matrix such as K or W_hh.
+template <typename T>
+inline void pack_panels(int64_t K, int64_t N, const T* src, int64_t rs, int64_t cs, T* dst) {
+  for (int64_t j0 = 0; j0 < N; j0 += kPanel) {
+    const int64_t n = std::min(kPanel, N - j0);
+    T* d = dst + j0 * K;  // (j0 / 16) * K * 16
+    if (cs == 1) {
+      for (int64_t k = 0; k < K; ++k) {
+        const T* s = src + k * rs + j0;
+        for (int64_t c = 0; c < n; ++c) d[k * kPanel + c] = s[c];
+        for (int64_t c = n; c < kPanel; ++c) d[k * kPanel + c] = T(0);
+      }
+    } else {
+      // Transposed source: walk it along its contiguous k.
+      for (int64_t c = 0; c < kPanel; ++c) {
+        if (c < n) {
+          const T* s = src + (j0 + c) * cs;
+          for (int64_t k = 0; k < K; ++k) d[k * kPanel + c] = s[k * rs];
+        } else {
+          for (int64_t k = 0; k < K; ++k) d[k * kPanel + c] = T(0);
+        }
+      }
+    }
+  }
+}
+
+// C(M×N) (+)= A · B with B packed by pack_panels (bp points at the panel of
+// column 0; column offsets must be multiples of 16).
+template <typename T>
+inline void gemm_nn_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t rs_a, int64_t cs_a, const T* bp,
+                           T* C, int64_t ldc, bool accumulate) {
+  for (int64_t j = 0; j < N; j += kPanel)
+    gemm_nn<T>(M, std::min(kPanel, N - j), K, A, rs_a, cs_a, bp + j * K, kPanel, C + j, ldc, accumulate);
+}
 
 // ------------------------------------------------ element-wise row helpers --
 // These are the epilogues the RNN kernels fuse after their products.

@@ -110,11 +110,9 @@ template <typename T>
 void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, BH = B * H;
   const bool relu = p.act == Activation::Relu;
-  std::vector<T> wt(H * H);
-  pf(0, H, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t k = r0; k < r1; ++k)
-      for (int64_t j = 0; j < H; ++j) wt[k * H + j] = p.w_hh[j * H + k];
-  });
+  // W_hhᵀ in 16-column panels: B(k, j) = W_hh[j, k].
+  std::vector<T> wt(panels_size(H, H));
+  pack_panels<T>(H, H, p.w_hh, 1, H, wt.data());
   const int64_t nchunks = div_up(H, kColChunk);
   const int64_t grain = col_grain(nchunks, B * H * H);
   for (int64_t t = 0; t < p.T_; ++t) {
@@ -122,7 +120,7 @@ void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
     T* cur = p.out + t * BH;
     pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
       const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
-      gemm_nn<T>(B, n, H, prev, H, 1, wt.data() + j0, H, cur + j0, H, /*accumulate=*/true);
+      gemm_nn_packed<T>(B, n, H, prev, H, 1, wt.data() + j0 * H, cur + j0, H, /*accumulate=*/true);
       for (int64_t b = 0; b < B; ++b) bias_act_row<T>(cur + b * H + j0, nullptr, n, relu);
     });
   }
@@ -130,11 +128,14 @@ void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
 
 // -------------------------------------------------------- sequence backward --
 // Runs the recurrence backwards; the step's product dz_{t+1} W_hh reads W_hh
-// as stored, and the epilogue multiplies by act'(h_t) in the same pass.
+// (packed into panels once), and the epilogue multiplies by act'(h_t) in the
+// same pass.
 template <typename T>
 void rnn_seq_backward(const RnnSeqBwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, BH = B * H, T_ = p.T_;
   const bool relu = p.act == Activation::Relu;
+  std::vector<T> wp(panels_size(H, H));
+  pack_panels<T>(H, H, p.w_hh, H, 1, wp.data());
   const int64_t nchunks = div_up(H, kColChunk);
   const int64_t grain = col_grain(nchunks, B * H * H);
   for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -154,13 +155,13 @@ void rnn_seq_backward(const RnnSeqBwdParams<T>& p, const ParallelFor& pf) {
           std::copy(g, g + n, row);
         }
       }
-      if (t < T_ - 1) gemm_nn<T>(B, n, H, dz_next, H, 1, p.w_hh + j0, H, dz + j0, H, true);
+      if (t < T_ - 1) gemm_nn_packed<T>(B, n, H, dz_next, H, 1, wp.data() + j0 * H, dz + j0, H, true);
       for (int64_t b = 0; b < B; ++b) mul_act_grad_row<T>(dz + b * H + j0, y + b * H + j0, n, relu);
     });
   }
   pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
     const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
-    gemm_nn<T>(B, n, H, p.grad_z, H, 1, p.w_hh + j0, H, p.grad_h0 + j0, H, false);
+    gemm_nn_packed<T>(B, n, H, p.grad_z, H, 1, wp.data() + j0 * H, p.grad_h0 + j0, H, false);
   });
 }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One-step set-up on a fresh machine: a virtual environment in .venv with
+# torch and the build tools, then fusedseq built and installed into it.
+# Idempotent: re-running only rebuilds what changed.
+#
+#   FUSEDSEQ_TORCH   pip requirement for torch (default torch==2.13.0, the CPU
+#                    build; use torch==2.14.1 for the CUDA 13 build)
+#   FUSEDSEQ_VENV    where the environment goes (default .venv)
+#   FUSEDSEQ_CUDA    AUTO | ON | OFF (see CMakeLists.txt)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${FUSEDSEQ_VENV:-.venv}
+torch_req=${FUSEDSEQ_TORCH:-torch==2.13.0}
+python=${PYTHON:-python3}
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$python" -m venv "$venv"
+fi
+py="$venv/bin/python"
+# Build tools first: the extension is built without isolation, against the
+# torch installed here (a torch in an isolated build env would not match).
+"$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
+  cmake ninja tqdm matplotlib pytest expecttest
+"$py" -m pip install -q --disable-pip-version-check --no-build-isolation .
+"$py" -c "import fusedseq; i = fusedseq.build_info(); print('fusedseq', i['version'], 'torch', i['torch_version'], 'simd', i['cpu_simd'], 'cuda', i['cuda_compiled'])"

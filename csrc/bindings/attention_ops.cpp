@@ -38,7 +38,7 @@ AttnShape check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, co
   TORCH_CHECK_VALUE(Hq % Hkv == 0, op, ": the number of query heads (", Hq,
                     ", dim 1 of 'q') must be a multiple of the number of key/value heads (", Hkv, ", dim 1 of 'k')");
   TORCH_CHECK_VALUE(std::isfinite(scale), op, ": argument 'scale' must be finite, got ", scale);
-  return AttnShape{B, Hq, Hkv, Nq, Nk, D, static_cast<float>(scale), causal};
+  return AttnShape{B, Hq, Hkv, Nq, Nk, D, scale, causal};
 }
 
 // -------------------------------------------------------------- forward --
@@ -120,5 +120,20 @@ TORCH_LIBRARY_IMPL(fusedseq, CUDA, m) {
   m.impl("attention_fwd", &attention_fwd);
   m.impl("attention_bwd", &attention_bwd);
 }
+
+// Sparse and mkldnn tensors dispatch to their own keys; registering the same
+// functions there lets the layout check name the offending argument instead
+// of the dispatcher's generic "could not run" error.
+#define FUSEDSEQ_ATTENTION_REJECT_LAYOUT(KEY)        \
+  TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {             \
+    m.impl("attention_fwd", &attention_fwd);         \
+    m.impl("attention_bwd", &attention_bwd);         \
+  }
+FUSEDSEQ_ATTENTION_REJECT_LAYOUT(SparseCPU)
+FUSEDSEQ_ATTENTION_REJECT_LAYOUT(SparseCUDA)
+FUSEDSEQ_ATTENTION_REJECT_LAYOUT(SparseCsrCPU)
+FUSEDSEQ_ATTENTION_REJECT_LAYOUT(SparseCsrCUDA)
+FUSEDSEQ_ATTENTION_REJECT_LAYOUT(MkldnnCPU)
+#undef FUSEDSEQ_ATTENTION_REJECT_LAYOUT
 
 }  // namespace fusedseq

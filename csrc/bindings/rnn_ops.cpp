@@ -213,18 +213,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> rnn_backw
 
 // The same functions serve CPU and CUDA tensors: checks first, then each
 // picks its kernel by device (CUDA raises until the CUDA kernels land).
-TORCH_LIBRARY_IMPL(fusedseq, CPU, m) {
-  m.impl("rnn_cell", &rnn_cell);
-  m.impl("rnn_cell_backward", &rnn_cell_backward);
-  m.impl("rnn", &rnn);
-  m.impl("rnn_backward", &rnn_backward);
-}
-
-TORCH_LIBRARY_IMPL(fusedseq, CUDA, m) {
-  m.impl("rnn_cell", &rnn_cell);
-  m.impl("rnn_cell_backward", &rnn_cell_backward);
-  m.impl("rnn", &rnn);
-  m.impl("rnn_backward", &rnn_backward);
-}
+// Sparse and mkldnn tensors dispatch to their own keys; registering there too
+// lets the layout check name the offending argument.
+#define FUSEDSEQ_RNN_IMPLS(KEY)                          \
+  TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                 \
+    m.impl("rnn_cell", &rnn_cell);                       \
+    m.impl("rnn_cell_backward", &rnn_cell_backward);     \
+    m.impl("rnn", &rnn);                                 \
+    m.impl("rnn_backward", &rnn_backward);               \
+  }
+FUSEDSEQ_RNN_IMPLS(CPU)
+FUSEDSEQ_RNN_IMPLS(CUDA)
+FUSEDSEQ_RNN_IMPLS(SparseCPU)
+FUSEDSEQ_RNN_IMPLS(SparseCUDA)
+FUSEDSEQ_RNN_IMPLS(SparseCsrCPU)
+FUSEDSEQ_RNN_IMPLS(SparseCsrCUDA)
+FUSEDSEQ_RNN_IMPLS(MkldnnCPU)
+#undef FUSEDSEQ_RNN_IMPLS
 
 }  // namespace fusedseq

@@ -90,7 +90,7 @@ struct RnnSeqBwdParams {
 // scaled_dot_product_attention(is_causal=True): query i sees keys j <= i.
 struct AttnShape {
   int64_t B, Hq, Hkv, Nq, Nk, D;
-  float scale;
+  double scale;  // double so float64 attention stays float64-accurate
   bool causal;
 };
 

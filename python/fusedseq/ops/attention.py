@@ -44,6 +44,16 @@ def _attention_backward(ctx, grad_out, _grad_lse):
 torch.library.register_autograd("fusedseq::attention_fwd", _attention_backward, setup_context=_attention_setup)
 
 
+def _attention_bwd_refuse(ctx, *grads):
+    raise RuntimeError("fusedseq: double backward through fusedseq.attention is not supported "
+                       "(attention_bwd is not differentiable)")
+
+
+# Differentiating the gradient must fail loudly, not return autograd's zeros.
+torch.library.register_autograd("fusedseq::attention_bwd", _attention_bwd_refuse,
+                                setup_context=lambda ctx, inputs, output: None)
+
+
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False, scale: Optional[float] = None) -> Tensor:
     """Fused ``softmax(Q Kᵀ · scale [+ causal mask]) V``.
 

@@ -78,6 +78,25 @@ def _rnn_backward(ctx, grad_output, grad_h_n):
 torch.library.register_autograd("fusedseq::rnn", _rnn_backward, setup_context=_rnn_setup)
 
 
+# The backward ops are not differentiable themselves: differentiating a
+# gradient (create_graph=True, then backward again) must fail loudly rather
+# than return the zeros autograd would otherwise produce.
+def _no_double_backward(op_name: str):
+    def refuse(ctx, *grads):
+        raise RuntimeError(f"fusedseq: double backward through {op_name} is not supported "
+                           "(its backward op is not differentiable)")
+
+    def setup(ctx, inputs, output):
+        pass
+
+    return refuse, setup
+
+
+for _op in ("rnn_cell_backward", "rnn_backward"):
+    _refuse, _setup = _no_double_backward(f"fusedseq.{_op.removesuffix('_backward')}")
+    torch.library.register_autograd(f"fusedseq::{_op}", _refuse, setup_context=_setup)
+
+
 # ------------------------------------------------------------ public API --
 def rnn_cell(x: Tensor, h: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
              b_hh: Optional[Tensor] = None, nonlinearity: str = "tanh") -> Tensor:

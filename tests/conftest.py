@@ -1,0 +1,292 @@
+"""Shared helpers for the fusedseq test suite.
+
+Accuracy is always judged against a float64 reference evaluated on the very
+same (already rounded) inputs, with a norm-wise relative error
+``‖out − ref‖ / ‖ref‖``:
+
+* float64: ≤ 1e-12;
+* float32: ≤ 1e-5;
+* float16 / bfloat16: ≤ 2 × the error of PyTorch's own path run in that dtype
+  (what ``nn.RNNCell`` / ``nn.RNN`` run, SDPA) + 1e-3. The kernels accumulate
+  in fp32, so they should do about as well as PyTorch; the floor absorbs the
+  unavoidable rounding of the output itself when PyTorch happens to be lucky
+  (for tensors of a few elements, one element one unit of rounding off).
+
+Where the exact result is zero through cancellation (e.g. dQ when a query
+sees a single key) a relative error measures only noise; the grids avoid
+such cases rather than loosen the bounds.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Callable, Optional, Sequence
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fusedseq
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+ALL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+DTYPE_IDS = {torch.float32: "fp32", torch.float64: "fp64", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+FP64_RTOL = 1e-12
+FP32_RTOL = 1e-5
+LOWP_FACTOR = 2.0
+LOWP_FLOOR = 1e-3
+
+FWD_OPS = ("rnn_cell", "rnn", "attention_fwd")
+BWD_OPS = ("rnn_cell_backward", "rnn_backward", "attention_bwd")
+ALL_OPS = FWD_OPS + BWD_OPS
+
+
+def dtype_params(dtypes: Sequence[torch.dtype] = ALL_DTYPES):
+    return [pytest.param(d, id=DTYPE_IDS[d]) for d in dtypes]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ops(*names): the torch.ops.fusedseq ops a test needs (for the CUDA skip)")
+    # torch.library.opcheck goes through torch.jit internally (torch 2.13).
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
+# ------------------------------------------------------------------ devices --
+def cuda_skip_reason(ops: Sequence[str]) -> Optional[str]:
+    """Why a CUDA variant cannot run here, or None when it can."""
+    if not torch.cuda.is_available():
+        return "no CUDA device available"
+    info = fusedseq.build_info()
+    if not info["cuda_compiled"]:
+        return "this fusedseq build has no CUDA kernels (built without CUDA)"
+    missing = [op for op in ops if op not in info["cuda_ops"]]
+    if missing:
+        return f"no CUDA kernel for {', '.join(missing)} in this build (build_info()['cuda_ops'] = {info['cuda_ops']})"
+    return None
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> str:
+    """Every test taking ``device`` runs on the CPU and has a CUDA variant; the
+    CUDA variant runs only where a GPU is present and every op named by the
+    test's ``@pytest.mark.ops(...)`` has a CUDA kernel."""
+    if request.param == "cuda":
+        marker = request.node.get_closest_marker("ops")
+        ops = marker.args if marker is not None else ALL_OPS
+        reason = cuda_skip_reason(ops)
+        if reason:
+            pytest.skip(reason)
+    return request.param
+
+
+# -------------------------------------------------------------------- inputs --
+class Maker:
+    """Fresh random tensors from a generator seeded by the test's id, so a
+    failure reproduces exactly and no two tests share data. Values are
+    Gaussian: never zeros, never constant."""
+
+    def __init__(self, seed: int, device: str = "cpu"):
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device = device
+
+    def __call__(self, *shape: int, dtype=torch.float32, scale: float = 1.0, device: Optional[str] = None,
+                 requires_grad: bool = False) -> torch.Tensor:
+        t = torch.randn(*shape, generator=self.gen, dtype=torch.float64) * scale
+        t = t.to(device=device or self.device, dtype=dtype)
+        return t.requires_grad_(requires_grad)
+
+
+@pytest.fixture
+def make(request) -> Maker:
+    return Maker(zlib.crc32(request.node.nodeid.encode()))
+
+
+def to64(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.detach().to("cpu", torch.float64)
+
+
+# ----------------------------------------------------------------- accuracy --
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """‖out − ref‖ / ‖ref‖ in float64 (absolute error when ref is exactly 0)."""
+    assert out.shape == ref.shape, f"shape {tuple(out.shape)} != reference shape {tuple(ref.shape)}"
+    out = out.detach().to("cpu", torch.float64)
+    ref = ref.detach().to("cpu", torch.float64)
+    num = torch.linalg.vector_norm(out - ref).item()
+    den = torch.linalg.vector_norm(ref).item()
+    return num / den if den > 0 else num
+
+
+def tolerance(dtype: torch.dtype, baseline_err: Optional[float] = None, numel: int = 1 << 30) -> float:
+    if dtype == torch.float64:
+        return FP64_RTOL
+    if dtype == torch.float32:
+        return FP32_RTOL
+    assert dtype in LOW_PRECISION, dtype
+    assert baseline_err is not None, "low precision needs PyTorch's own error as the yardstick"
+    # In a tensor of a handful of elements one rounding decides the norm-wise
+    # error, and PyTorch may be lucky where we are not: allow one element one
+    # unit of rounding off (eps/sqrt(numel)); from 16 elements on (bf16) the
+    # 1e-3 floor rules.
+    floor = max(LOWP_FLOOR, torch.finfo(dtype).eps / math.sqrt(max(numel, 1)))
+    return LOWP_FACTOR * baseline_err + floor
+
+
+def assert_accurate(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype,
+                    baseline: Optional[torch.Tensor] = None, what: str = "output") -> float:
+    """out (dtype) against the float64 ref; low precision against PyTorch's
+    own result ``baseline`` in that dtype. Returns the error."""
+    assert out.dtype == dtype, f"{what}: dtype {out.dtype}, expected {dtype}"
+    err = rel_err(out, ref)
+    base_err = rel_err(baseline, ref) if (baseline is not None and dtype in LOW_PRECISION) else None
+    tol = tolerance(dtype, base_err, ref.numel())
+    extra = f", PyTorch's own {DTYPE_IDS[dtype]} path: {base_err:.3g}" if base_err is not None else ""
+    assert err <= tol, f"{what}: relative error {err:.3g} > {tol:.3g} ({DTYPE_IDS[dtype]}{extra})"
+    return err
+
+
+# ------------------------------------------------------------ forward+backward --
+def fwd_bwd(fn: Callable, inputs: dict, cotangents: Optional[Sequence[Optional[torch.Tensor]]] = None,
+            *, grad_of: Optional[Sequence[str]] = None, dtype: Optional[torch.dtype] = None,
+            device: Optional[str] = None):
+    """Runs ``fn(**inputs)`` on fresh leaf copies of the tensor inputs (cast to
+    ``dtype`` / ``device`` when given) and back-propagates ``cotangents``
+    (one per output, None for an output the loss does not use).
+
+    Returns ``(outputs, grads)``: a tuple of outputs and a dict name -> grad for
+    every tensor input in ``grad_of`` (default: all tensor inputs)."""
+    leaves = {}
+    for name, t in inputs.items():
+        if isinstance(t, torch.Tensor):
+            t = t.detach().to(device=device or t.device, dtype=dtype or t.dtype).clone()
+            if grad_of is None or name in grad_of:
+                t.requires_grad_(True)
+        leaves[name] = t
+    outs = fn(**leaves)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    if cotangents is None:
+        return tuple(o.detach() for o in outs), {}
+    used = [(o, c.to(device=o.device, dtype=o.dtype)) for o, c in zip(outs, cotangents) if c is not None]
+    names = [n for n, t in leaves.items() if isinstance(t, torch.Tensor) and t.requires_grad]
+    grads = torch.autograd.grad([o for o, _ in used], [leaves[n] for n in names], [c for _, c in used])
+    return tuple(o.detach() for o in outs), dict(zip(names, grads))
+
+
+def check_against_reference(fused: Callable, reference: Callable, inputs: dict, dtype: torch.dtype,
+                            make: Maker, *, baseline: Optional[Callable] = None,
+                            used_outputs: Optional[Sequence[bool]] = None, device: str = "cpu",
+                            backward: bool = True, out_names: Sequence[str] = ("out",)):
+    """Forward and backward of ``fused`` in ``dtype`` against ``reference`` in
+    float64 on the same rounded inputs; in low precision, ``baseline``
+    (PyTorch's own path) run in ``dtype`` sets the yardstick.
+
+    ``inputs``: name -> tensor (float64, to be rounded to ``dtype``) or any
+    other argument. Returns the fused outputs and grads."""
+    rounded = {n: (t.to(dtype) if isinstance(t, torch.Tensor) else t) for n, t in inputs.items()}
+    outs, _ = fwd_bwd(fused, rounded, device=device)
+    assert len(outs) == len(out_names)
+    cots = None
+    if backward:
+        used = used_outputs or [True] * len(outs)
+        cots = [make(*o.shape, dtype=dtype) if u else None for o, u in zip(outs, used)]
+    outs, grads = fwd_bwd(fused, rounded, cots, device=device)
+    ref_outs, ref_grads = fwd_bwd(reference, {n: (to64(t) if isinstance(t, torch.Tensor) else t)
+                                              for n, t in rounded.items()},
+                                  None if cots is None else [to64(c) for c in cots])
+    base_outs, base_grads = (None, {})
+    if baseline is not None and dtype in LOW_PRECISION:
+        base_outs, base_grads = fwd_bwd(baseline, rounded, cots)
+    for i, (o, r) in enumerate(zip(outs, ref_outs)):
+        assert o.device.type == torch.device(device).type
+        assert_accurate(o, r, dtype, None if base_outs is None else base_outs[i], what=out_names[i])
+    if backward:
+        assert set(grads) == set(ref_grads)
+        for name, g in grads.items():
+            assert g is not None, f"no gradient for {name}"
+            assert_accurate(g, ref_grads[name], dtype, base_grads.get(name), what=f"grad of {name}")
+    return outs, grads
+
+
+# ---------------------------------------------------- PyTorch's own paths --
+def torch_rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh"):
+    """What ``nn.RNNCell`` runs (``torch.rnn_{tanh,relu}_cell``), taking the
+    same optional arguments as fusedseq.rnn_cell."""
+    unbatched = x.dim() == 1
+    if unbatched:
+        x = x.unsqueeze(0)
+        h = None if h is None else h.unsqueeze(0)
+    if h is None:
+        h = x.new_zeros(x.shape[0], w_hh.shape[0])
+    cell = torch.rnn_tanh_cell if nonlinearity == "tanh" else torch.rnn_relu_cell
+    out = cell(x, h, w_ih, w_hh, b_ih, b_hh)
+    return out.squeeze(0) if unbatched else out
+
+
+def torch_rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", batch_first=False):
+    """What a one-layer ``nn.RNN`` runs (``torch.rnn_{tanh,relu}``); a missing
+    bias of the pair is a zero one (nn.RNN has both or none)."""
+    unbatched = x.dim() == 2
+    if unbatched:
+        x = x.unsqueeze(1)
+        h0 = None if h0 is None else h0.unsqueeze(0)
+        batch_first = False
+    B = x.shape[0] if batch_first else x.shape[1]
+    if h0 is None:
+        h0 = x.new_zeros(B, w_hh.shape[0])
+    params = [w_ih, w_hh]
+    has_bias = b_ih is not None or b_hh is not None
+    if has_bias:
+        params += [b_ih if b_ih is not None else w_hh.new_zeros(w_hh.shape[0]),
+                   b_hh if b_hh is not None else w_hh.new_zeros(w_hh.shape[0])]
+    fn = torch.rnn_tanh if nonlinearity == "tanh" else torch.rnn_relu
+    out, h_n = fn(x, h0.unsqueeze(0), params, has_bias, 1, 0.0, False, False, batch_first)
+    h_n = h_n.squeeze(0)
+    if unbatched:
+        return out.squeeze(1), h_n.squeeze(0)
+    return out, h_n
+
+
+def torch_attention(q, k, v, causal=False, scale=None):
+    """SDPA as PyTorch picks it. PyTorch's CPU flash kernel returns NaN for
+    causal attention with a negative scale (torch 2.13), so a negative scale
+    is applied as SDPA(-q, scale=|scale|): the same logits, bit for bit
+    (negation is exact), through the same kernel."""
+    if scale is not None and scale < 0:
+        q, scale = -q, -scale
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
+
+
+def rnn_weights(make: Maker, I: int, H: int, *, bias=(True, True), dtype=torch.float64, w_hh_gain: float = 0.7):
+    """Weights scaled like nn.RNN's init (∝ 1/sqrt(fan-in)); W_hh's spectral
+    radius ≈ ``w_hh_gain`` < 1 keeps long relu recurrences from exploding."""
+    w_ih = make(H, I, dtype=dtype, scale=1.0 / math.sqrt(I))
+    w_hh = make(H, H, dtype=dtype, scale=w_hh_gain / math.sqrt(H))
+    b_ih = make(H, dtype=dtype, scale=0.5) if bias[0] else None
+    b_hh = make(H, dtype=dtype, scale=0.5) if bias[1] else None
+    return w_ih, w_hh, b_ih, b_hh
+
+
+def with_views(fn: Callable, views: Optional[dict] = None, **fixed) -> Callable:
+    """``fn`` called on leaves after applying ``views[name]`` (e.g. a transpose
+    that makes the op see a non-contiguous tensor), plus fixed arguments."""
+    views = views or {}
+
+    def call(**leaves):
+        args = {n: (views[n](t) if n in views and t is not None else t) for n, t in leaves.items()}
+        return fn(**args, **fixed)
+
+    return call
+
+
+def poison_heap(*nbytes: int, rounds: int = 2, copies: int = 4) -> None:
+    """Leaves freed heap chunks of these sizes filled with 0xFF bytes (NaN in
+    every float dtype), so that an op which leaves part of a freshly allocated
+    output unwritten shows NaN instead of a lucky zero. Two rounds: the first
+    one moves glibc's mmap threshold so that large chunks are reused too."""
+    for _ in range(rounds):
+        blocks = [torch.full((max(n, 1),), 255, dtype=torch.uint8) for n in nbytes for _ in range(copies)]
+        del blocks
+
+
+def nbytes(shape: Sequence[int], dtype: torch.dtype) -> int:
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()

@@ -1,0 +1,60 @@
+"""The ``fusedseq`` command (also ``python -m fusedseq``).
+
+    fusedseq bench [options]   time the ops against PyTorch (see --help)
+    fusedseq info              what this build contains (build_info)
+
+Each subcommand is one ``_add_<name>`` function that declares its options
+and sets the handler; later subcommands (``demo``, ``train``) go in the same
+way, registered in ``_SUBCOMMANDS``. Each imports what it needs inside its
+own function, so this file stays free of the subcommands' dependencies.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Optional, Sequence
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    from .bench import cli
+
+    p = sub.add_parser("bench", help="benchmark the ops against PyTorch's paths",
+                       description=cli.DESCRIPTION)
+    cli.add_all_arguments(p)
+    p.set_defaults(handler=cli.run_bench)
+
+
+def _info(args: argparse.Namespace) -> int:
+    from . import build_info
+
+    print(json.dumps(build_info(), indent=2, default=str))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print fusedseq.build_info() as JSON")
+    p.set_defaults(handler=_info)
+
+
+# Later: _add_demo (the examples of SPEC §3), _add_train.
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_bench, _add_info]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fusedseq", description="fusedseq: fused C++/CUDA kernels for RNNs and attention.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in _SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``fusedseq`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

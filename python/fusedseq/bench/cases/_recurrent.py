@@ -38,3 +38,9 @@ def set_train_mode(module: nn.Module):
         module.train(mode != FWD)
     return prepare
 
+
+# The RNN cell and the sequence are benchmarked in the same dtypes.
+def default_dtypes(device: torch.device) -> list[torch.dtype]:
+    if device.type == "cuda":
+        return [torch.float32, torch.float16, torch.bfloat16]
+    return [torch.float32]

@@ -26,7 +26,7 @@ from fusedseq import reference
 from ..case import Case, CaseSetup, Impl, Reference, float64_leaves, generator_for, leaf, random_tensor
 from ..cudnn_rules import DeviceTraits, cudnn_persistence
 from ..flops import rnn_flops
-from ._recurrent import copy_weights, recurrent_weights, set_train_mode
+from ._recurrent import copy_weights, default_dtypes, recurrent_weights, set_train_mode
 
 OP = "rnn"
 PRIMARY = "nn.RNN"  # the PyTorch path the summary compares with
@@ -59,12 +59,6 @@ def default_shapes(device: torch.device, quick: bool) -> list[RnnShape]:
     if quick:
         return QUICK_SHAPES
     return CUDA_SHAPES if device.type == "cuda" else CPU_SHAPES
-
-
-def default_dtypes(device: torch.device) -> list[torch.dtype]:
-    if device.type == "cuda":
-        return [torch.float32, torch.float16, torch.bfloat16]
-    return [torch.float32]
 
 
 def _cell_loop(cell, x, h0):

@@ -14,7 +14,7 @@ from fusedseq import reference
 
 from ..case import Case, CaseSetup, Impl, Reference, float64_leaves, generator_for, leaf, random_tensor
 from ..flops import rnn_cell_flops
-from ._recurrent import copy_weights, recurrent_weights
+from ._recurrent import copy_weights, default_dtypes, recurrent_weights
 
 OP = "rnn_cell"
 PRIMARY = "nn.RNNCell"  # the PyTorch path the summary compares with
@@ -44,12 +44,6 @@ def default_shapes(device: torch.device, quick: bool) -> list[CellShape]:
     if quick:
         return QUICK_SHAPES
     return CUDA_SHAPES if device.type == "cuda" else CPU_SHAPES
-
-
-def default_dtypes(device: torch.device) -> list[torch.dtype]:
-    if device.type == "cuda":
-        return [torch.float32, torch.float16, torch.bfloat16]
-    return [torch.float32]
 
 
 def _build(shape: CellShape, nonlinearity: str, device: torch.device, dtype: torch.dtype,

@@ -117,12 +117,16 @@ def test_rnn_packed_sequence(make, cfg):
 
 
 def test_rnn_is_a_drop_in(make):
-    """Same parameter names and shapes; a torch state dict loads unchanged;
-    isinstance(nn.RNN); the backend is switchable and both agree."""
+    """Same parameter names and shapes, and the same initial weights for the
+    same seed; a torch state dict loads unchanged; the backend is switchable
+    and both agree."""
+    torch.manual_seed(11)
     ref = torch.nn.RNN(3, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25)
+    torch.manual_seed(11)
     ours = RNN(3, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25)
-    assert isinstance(ours, torch.nn.RNN)
+    assert isinstance(ours, torch.nn.RNNBase)
     assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), ref.parameters()))
     assert ours.load_state_dict(ref.state_dict()).missing_keys == []
     assert "backend='fused'" in repr(ours)
     ours.eval()
@@ -175,6 +179,20 @@ def test_rnn_bad_input_same_errors_as_torch(make):
         ours(make(2, 5, 3, 4))
     with pytest.raises(ValueError, match="hx should also be 3D"):
         ours(make(5, 3, 4), make(3, 6))
+
+
+def test_rnn_compiles_fullgraph(make):
+    """torch.compile traces the fused path whole (Dynamo refuses nn.RNN
+    instances, which is why RNN derives from nn.RNNBase instead)."""
+    torch._dynamo.reset()
+    model = RNN(4, 6, num_layers=2, bidirectional=True, batch_first=True).double()
+    x = make(3, 5, 4, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    (o1, h1), (o2, h2) = compiled(x), model(x)
+    assert rel_err(o1, o2) <= FP64_RTOL and rel_err(h1, h2) <= FP64_RTOL
+    g1 = torch.autograd.grad(o1.sum(), x)[0]
+    g2 = torch.autograd.grad(o2.sum(), x)[0]
+    assert rel_err(g1, g2) <= FP64_RTOL
 
 
 # ------------------------------------------------------------------ RNNCell --

@@ -1,10 +1,14 @@
 """Drop-in ``torch.nn.RNN`` and ``torch.nn.RNNCell`` running on the fused ops.
 
-The classes *subclass* their torch counterparts, so everything that is not the
-forward pass is torch's own: the constructor arguments, the parameter names
-(``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), their initialisation, the
-argument checks and ``state_dict``. A ``torch.nn.RNN`` state dict loads as
-is, and ``isinstance(m, torch.nn.RNN)`` holds.
+Everything that is not the forward pass is torch's own: ``RNN`` subclasses
+``torch.nn.RNNBase`` (the common base of torch's RNN, GRU and LSTM) and
+``RNNCell`` subclasses ``torch.nn.RNNCell``, so the constructor arguments, the
+parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), their
+initialisation (the same seed gives the same weights as torch), the argument
+checks and ``state_dict`` are torch's. A ``torch.nn.RNN`` state dict loads
+as is. ``RNN`` is deliberately *not* a ``torch.nn.RNN`` subclass: Dynamo
+refuses to trace any ``torch.nn.RNN`` instance, and this one must compile
+(``torch.compile(fullgraph=True)`` traces the fused ops).
 
 ``backend="fused"`` runs each (layer, direction) as one ``fusedseq.rnn`` call:
 the input projection of all steps is one matrix product and the recurrence is
@@ -61,17 +65,22 @@ class RNNCell(torch.nn.RNNCell):
         return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
-class RNN(torch.nn.RNN):
+class RNN(torch.nn.RNNBase):
     """``torch.nn.RNN`` (Elman; layers, ``batch_first``, dropout, bidirectional,
     packed sequences) whose recurrences run on ``fusedseq.rnn``.
 
-    Args: those of ``torch.nn.RNN`` (``input_size, hidden_size, num_layers=1,
-    nonlinearity="tanh", bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, device=None, dtype=None``), plus ``backend``.
+    Args: those of ``torch.nn.RNN``, in its order, plus ``backend``.
     """
 
-    def __init__(self, *args, backend: str = "fused", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None, *, backend: str = "fused") -> None:
+        modes = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+        if nonlinearity not in modes:
+            raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+        super().__init__(modes[nonlinearity], input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
         self.backend = check_backend(backend)
 
     def forward(self, input: Union[Tensor, PackedSequence],
@@ -84,7 +93,7 @@ class RNN(torch.nn.RNN):
         ``(T, B, num_directions * H)`` (or packed like the input), h_n shaped like hx.
         """
         if check_backend(self.backend) == "reference":
-            return super().forward(input, hx)
+            return torch.nn.RNN.forward(self, input, hx)  # torch's own path (cuDNN on a GPU)
         if isinstance(input, PackedSequence):
             return self._forward_packed(input, hx)
 
@@ -181,7 +190,8 @@ class RNN(torch.nn.RNN):
         return PackedSequence(data, batch_sizes, packed.sorted_indices, packed.unsorted_indices), h_n
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, backend={self.backend!r}"
+        relu = ", nonlinearity='relu'" if self.nonlinearity == "relu" else ""
+        return f"{super().extra_repr()}{relu}, backend={self.backend!r}"
 
 
 def _reverse_in_time(seq: Tensor) -> Tensor:

@@ -1,12 +1,15 @@
 """The ``fusedseq`` command (also ``python -m fusedseq``).
 
     fusedseq bench [options]   time the ops against PyTorch (see --help)
+    fusedseq demo NAME [opts]  run one of the examples of SPEC §3 (see demo --help)
+    fusedseq train [options]   train a language model, with checkpoints and --resume
     fusedseq info              what this build contains (build_info)
 
 Each subcommand is one ``_add_<name>`` function that declares its options
-and sets the handler; later subcommands (``demo``, ``train``) go in the same
-way, registered in ``_SUBCOMMANDS``. Each imports what it needs inside its
-own function, so this file stays free of the subcommands' dependencies.
+and sets the handler, registered in ``_SUBCOMMANDS``. Each imports what it
+needs inside its own function, so this file stays free of the subcommands'
+dependencies (matplotlib, tqdm). A subcommand's module provides
+``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> int``.
 """
 from __future__ import annotations
 
@@ -37,8 +40,26 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_info)
 
 
-# Later: _add_demo (the examples of SPEC §3), _add_train.
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_bench, _add_info]
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from .demos import cli
+
+    p = sub.add_parser("demo", help="run an example (menu, dynamics, embeddings, attention, lm)",
+                       description=cli.DESCRIPTION)
+    cli.add_arguments(p)
+    p.set_defaults(handler=cli.run)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .training import cli
+
+    p = sub.add_parser("train", help="train a language model (checkpoints, --resume)",
+                       description=cli.DESCRIPTION)
+    cli.add_arguments(p)
+    p.set_defaults(handler=cli.run)
+
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_bench, _add_demo, _add_train, _add_info]
 
 
 def build_parser() -> argparse.ArgumentParser:

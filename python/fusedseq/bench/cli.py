@@ -16,6 +16,10 @@ from .report import format_summary, format_table, legend, table_title, write_csv
 from .runner import OPS, BenchConfig, collect_cases, run_cases
 from .timing import TimingOptions
 
+# Whole-model benchmarks that are not one op's case: selected with --ops like
+# the ops, run after them, reported in their own table and JSON section.
+MODEL_BENCHES = ("lm_train",)
+
 DESCRIPTION = ("Time fusedseq's ops against PyTorch's own paths (nn.RNNCell, nn.RNN, an nn.RNNCell loop, "
                "scaled_dot_product_attention and its backends, plain eager code) on the same inputs; "
                "report median time, FLOP rate, speed-up and error vs a float64 reference.")
@@ -49,9 +53,10 @@ def parse_dtypes(text: str) -> list[torch.dtype]:
 
 def parse_ops(text: str) -> list[str]:
     ops = _csv_list(text)
-    unknown = [o for o in ops if o not in OPS]
+    known = (*OPS, *MODEL_BENCHES)
+    unknown = [o for o in ops if o not in known]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown op(s) {unknown}; choose from {', '.join(OPS)}")
+        raise argparse.ArgumentTypeError(f"unknown op(s) {unknown}; choose from {', '.join(known)}")
     return ops
 
 
@@ -67,8 +72,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser, with_ops: bool = True) 
     """The options every benchmark entry point has (``with_ops``: the
     ``--ops`` selector, which the per-op scripts leave out)."""
     if with_ops:
-        parser.add_argument("--ops", type=parse_ops, default=",".join(OPS),
-                            help="comma-separated ops to run (default: %(default)s)")
+        parser.add_argument("--ops", type=parse_ops, default=",".join((*OPS, *MODEL_BENCHES)),
+                            help="comma-separated ops to run (default: %(default)s; lm_train: "
+                                 "training tokens/s of the TransformerLM, fused vs reference backend)")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default=None,
                         help="where to run (default: cpu, plus cuda when available)")
     parser.add_argument("--dtype", type=parse_dtypes, default=None,
@@ -146,7 +152,7 @@ def config_from_args(args: argparse.Namespace, ops: Optional[Sequence[str]] = No
     if args.quick and compiled is None:
         compiled = False  # compiling takes longer than the whole smoke test may
     config = BenchConfig(
-        ops=list(ops or args.ops), devices=devices, dtypes=args.dtype, modes=args.mode,
+        ops=[o for o in (ops or args.ops) if o in OPS], devices=devices, dtypes=args.dtype, modes=args.mode,
         quick=args.quick, timing=timing, timing_cuda=timing_cuda, shapes=dict(shapes or {}),
         nonlinearity=getattr(args, "nonlinearity", "tanh"), causal=causal,
         compiled_loop=compiled, seed=args.seed, verbose=args.verbose)
@@ -208,13 +214,15 @@ def run_bench(args: argparse.Namespace, ops: Optional[Sequence[str]] = None,
     if rows:
         print("\n" + legend(rows))
 
+    lm_rows = _run_lm_train(args, config) if "lm_train" in (ops or getattr(args, "ops", ())) else []
+
     meta["cpu"]["load_avg_end"] = env.load_average()
     busy = _busy_note(meta["cpu"]["load_avg_end"], "at the end of the run", config)
     if busy:
         notes.append(busy)
         print(f"note: {busy}")
     if args.json:
-        write_json(args.json, meta, rows, notes)
+        write_json(args.json, meta, rows, notes, extra={"lm_train": [r.to_dict() for r in lm_rows]})
         print(f"wrote {args.json}")
     if args.csv:
         write_csv(args.csv, rows)
@@ -227,6 +235,23 @@ def run_bench(args: argparse.Namespace, ops: Optional[Sequence[str]] = None,
             print(f"note: nothing to plot, {args.plot} not written")
     failed = [r for r in rows if r.fused and r.status == "error"]
     return 1 if failed else 0
+
+
+def _run_lm_train(args: argparse.Namespace, config: BenchConfig) -> list:
+    """The TransformerLM training-throughput table (see bench/lm_train.py)."""
+    from . import lm_train
+
+    devices = [d for d in config.devices]
+    dtypes = [d for d in (config.dtypes or [torch.float32]) if d != torch.float64] or [torch.float32]
+    rows = []
+    for device in devices:
+        timing = config.timing_cuda if device.type == "cuda" and config.timing_cuda else config.timing
+        rows += lm_train.run([device], dtypes, timing, quick=config.quick, seed=config.seed)
+    if rows:
+        print("\n== TransformerLM training step (forward + backward + AdamW), "
+              "backend='fused' vs 'reference' ==")
+        print(lm_train.format_rows(rows), flush=True)
+    return rows
 
 
 def add_all_arguments(parser: argparse.ArgumentParser) -> None:

@@ -177,8 +177,10 @@ def format_report(rows: Sequence[Row], device_names: dict[str, str]) -> str:
 
 
 # ----------------------------------------------------------------- files --
-def write_json(path: str | Path, metadata: dict[str, Any], rows: Sequence[Row], notes: Sequence[str]) -> None:
-    doc = {"metadata": metadata, "notes": list(notes), "results": [r.to_dict() for r in rows]}
+def write_json(path: str | Path, metadata: dict[str, Any], rows: Sequence[Row], notes: Sequence[str],
+               extra: Optional[dict[str, Any]] = None) -> None:
+    """``extra``: further top-level sections (e.g. the whole-model benchmarks)."""
+    doc = {"metadata": metadata, "notes": list(notes), "results": [r.to_dict() for r in rows], **(extra or {})}
     Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import tempfile
 from typing import Any, Iterable, Mapping, Optional
 
+from .. import _argtypes
 from ..nn._backend import BACKENDS
 
 OUT_ROOT = "fusedseq-demo-out"
@@ -36,58 +36,11 @@ def default_out(name: str) -> str:
     return os.path.join(".", OUT_ROOT, name)
 
 
-def parse_device(text: str) -> str:
-    """argparse type of --device: "cpu", "cuda" or "cuda:N" (availability is
-    checked later, by :func:`resolve_device`, so --help works anywhere)."""
-    kind, _, index = text.partition(":")
-    if kind == "cpu" and not index:
-        return text
-    if kind == "cuda" and (not index or index.isdigit()):
-        return text
-    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
-
-
-def parse_seed(text: str) -> int:
-    try:
-        seed = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if seed < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {seed}")
-    return seed
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type for an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts (steps, epochs, days): an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type for rates and scales: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+# argparse types of the demos' options (see fusedseq/_argtypes.py).
+parse_device = _argtypes.device
+parse_seed = non_negative_int = _argtypes.int_at_least(0)
+positive_int = _argtypes.int_at_least(1)       # counts: steps, epochs, days
+positive_float = _argtypes.finite_float(0.0, inclusive=False)   # rates and scales
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, name: str) -> None:

@@ -162,6 +162,18 @@ def train(model, data: TextData, context: int, *, steps: int, batch_size: int, l
     return trainer.fit()
 
 
+def train_and_score(model, data: TextData, context: int, args, settings: dict, desc: str):
+    """Trains ``model`` (already on ``args.device``) with the demo's settings
+    (``{name: (full, quick)}``: steps unless --steps, batch_size, lr) and
+    scores it on the held-out sentences. Returns (TrainResult, accuracy report)."""
+    device = next(model.parameters()).device
+    pick = 1 if args.quick else 0
+    steps = args.steps or settings["steps"][pick]
+    result = train(model, data, context, steps=steps, batch_size=settings["batch_size"][pick],
+                   lr=settings["lr"][pick], seed=args.seed, device=device, desc=desc)
+    return result, accuracy_report(model, data, context, device)
+
+
 def plot_losses(losses: list[float], optimum: Optional[float], out_dir: str, filename: str, title: str) -> str:
     """The training loss per step (and its running mean), with the grammar's
     optimum as a floor when known."""

@@ -108,14 +108,10 @@ def plot_key_and_lock(model, tokens: list[str], idx: torch.Tensor, maps, query: 
 
 def run(args: argparse.Namespace) -> dict:
     device = _common.resolve_device(args.device)
-    pick = 1 if args.quick else 0
-    steps = args.steps or SETTINGS["steps"][pick]
     data = _text.load_text(args.corpus, args.quick)
     model = build_model(len(data.tokenizer), args.quick, args.backend).to(device)
     context = model.config.context_length
-    result = _text.train(model, data, context, steps=steps, batch_size=SETTINGS["batch_size"][pick],
-                         lr=SETTINGS["lr"][pick], seed=args.seed, device=device, desc="attention")
-    report = _text.accuracy_report(model, data, context, device)
+    result, report = _text.train_and_score(model, data, context, args, SETTINGS, desc="attention")
 
     sentence = args.sentence or (DEFAULT_SENTENCE if data.from_grammar else " ".join(data.test_sentences[0]))
     words = tokenize(sentence)
@@ -123,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
     if len(words) > context:
         raise _common.DemoArgumentError(f"--sentence has {len(words)} words; the model's context is {context}")
     tokens, idx, maps = attention_on(model, data.tokenizer, words, device)
-    metrics = {"steps": steps, "final_train_loss": result.final_loss, **report, "sentence": " ".join(words)}
+    metrics = {"steps": result.steps, "final_train_loss": result.final_loss, **report, "sentence": " ".join(words)}
     pngs = [plot_maps(tokens, maps, args.out)]
 
     positions = verb_and_weather(words)

@@ -106,15 +106,12 @@ def plot_similarity(model: NextWordModel, out_dir: str) -> str:
 def run(args: argparse.Namespace) -> dict:
     device = _common.resolve_device(args.device)
     pick = 1 if args.quick else 0
-    steps = args.steps or SETTINGS["steps"][pick]
     data = _text.load_text(args.corpus, args.quick)
     vocab = data.tokenizer.itos
     model = NextWordModel(vocab, embed_dim=SETTINGS["embed_dim"][pick], hidden_size=SETTINGS["hidden_size"][pick],
                           backend=args.backend).to(device)
     context = SETTINGS["context"][pick]
-    result = _text.train(model, data, context, steps=steps, batch_size=SETTINGS["batch_size"][pick],
-                         lr=SETTINGS["lr"][pick], seed=args.seed, device=device, desc="embeddings")
-    report = _text.accuracy_report(model, data, context, device)
+    result, report = _text.train_and_score(model, data, context, args, SETTINGS, desc="embeddings")
 
     if data.from_grammar:
         probes = [words[0] for words in grammar.CATEGORIES.values() if words[0] in model.vocab]
@@ -124,7 +121,7 @@ def run(args: argparse.Namespace) -> dict:
     for w in probes:
         near = ", ".join(f"{n} {c:.2f}" for n, c in model.most_similar(w, NEIGHBOURS))
         print(f"  {w:>10}: {near}")
-    metrics = {"steps": steps, "final_train_loss": result.final_loss, "train_tokens_per_s": result.tokens_per_s,
+    metrics = {"steps": result.steps, "final_train_loss": result.final_loss, "train_tokens_per_s": result.tokens_per_s,
                **report}
     if data.from_grammar:
         share, chance, per_cat = category_agreement(model)

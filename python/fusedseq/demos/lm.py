@@ -81,13 +81,10 @@ def plot_accuracy(report: dict, out_dir: str) -> str:
 def run(args: argparse.Namespace) -> dict:
     device = _common.resolve_device(args.device)
     pick = 1 if args.quick else 0
-    steps = args.steps or SETTINGS["steps"][pick]
     data = _text.load_text(args.corpus, args.quick)
     model = build_model(len(data.tokenizer), args.quick, args.backend).to(device)
     context = model.config.context_length
-    result = _text.train(model, data, context, steps=steps, batch_size=SETTINGS["batch_size"][pick],
-                         lr=SETTINGS["lr"][pick], seed=args.seed, device=device, desc="lm")
-    report = _text.accuracy_report(model, data, context, device)
+    result, report = _text.train_and_score(model, data, context, args, SETTINGS, desc="lm")
 
     words = generate_text(model, data.tokenizer, SETTINGS["generate"][pick], args.temperature, args.top_k,
                           args.seed, device)
@@ -97,7 +94,7 @@ def run(args: argparse.Namespace) -> dict:
         mark = "  " if grammar.accepts(s) else "✗ "
         print(f"  {mark}{' '.join(s)}")
     metrics = {
-        "parameters": model.num_parameters(), "steps": steps, "final_train_loss": result.final_loss,
+        "parameters": model.num_parameters(), "steps": result.steps, "final_train_loss": result.final_loss,
         "train_tokens_per_s": result.tokens_per_s, **report,
         "generated_sentences": len(sentences),
     }

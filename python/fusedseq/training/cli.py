@@ -21,11 +21,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 import time
 from typing import Any, Optional
+
+from .. import _argtypes
 
 DESCRIPTION = ("Train the transformer language model (--model lm) or the next-word embedding model "
                "(--model embedding) on a text corpus (default: the corpus shipped with fusedseq). "
@@ -55,47 +56,11 @@ class TrainCommandError(Exception):
 
 
 # ------------------------------------------------------------------ parsing --
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-    return parse
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _dropout(text: str) -> float:
-    value = _non_negative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return value
-
-
-def _device(text: str) -> str:
-    kind, _, index = text.partition(":")
-    if (kind == "cpu" and not index) or (kind == "cuda" and (not index or index.isdigit())):
-        return text
-    raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+_int_at_least = _argtypes.int_at_least
+_non_negative_float = _argtypes.finite_float(0.0, inclusive=True)
+_positive_float = _argtypes.finite_float(0.0, inclusive=False)
+_dropout = _argtypes.finite_float(0.0, inclusive=True, below=1.0)
+_device = _argtypes.device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,9 @@ such cases rather than loosen the bounds.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 import zlib
 from typing import Callable, Optional, Sequence
 
@@ -66,18 +68,60 @@ def cuda_skip_reason(ops: Sequence[str]) -> Optional[str]:
     return None
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def emulated_skip_reason(ops: Sequence[str]) -> Optional[str]:
+    """Why the emulated variant cannot run, or None when every op in ``ops``
+    has a CUDA kernel that the emulated library runs on the CPU."""
+    info = fusedseq.build_info()
+    if not info["emulated_compiled"]:
+        return "this fusedseq build has no emulated CUDA kernels (built with FUSEDSEQ_EMULATED=OFF)"
+    missing = [op for op in ops if op not in info["emulated_ops"]]
+    if missing:
+        return (f"no CUDA kernel to emulate for {', '.join(missing)} yet (torch.ops.fusedseq_emulated has "
+                f"{', '.join(info['emulated_ops']) or 'none'})")
+    return None
+
+
+@contextlib.contextmanager
+def emulated_kernels(ops: Sequence[str]):
+    """While active, torch.ops.fusedseq.<op> on CPU tensors runs the op's CUDA
+    kernel on the host emulator (torch.ops.fusedseq_emulated.<op>, the same
+    schema) instead of its CPU kernel. Everything above the kernel (checks,
+    autograd, fake kernels, autocast, torch.compile, opcheck) stays the path
+    users take."""
+    lib = torch.library.Library("fusedseq", "IMPL")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Oo]verrid", category=UserWarning)
+            for op in ops:
+                lib.impl(op, getattr(torch.ops.fusedseq_emulated, op).default, "CPU")
+        yield
+    finally:
+        lib._destroy()
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda),
+                        pytest.param("emulated", marks=pytest.mark.emulated)])
 def device(request) -> str:
-    """Every test taking ``device`` runs on the CPU and has a CUDA variant; the
-    CUDA variant runs only where a GPU is present and every op named by the
-    test's ``@pytest.mark.ops(...)`` has a CUDA kernel."""
+    """Every test taking ``device`` runs on the CPU and has two variants for
+    the CUDA kernels: "cuda" runs where a GPU is present, "emulated" runs them
+    on the CPU through the host SIMT emulator (CPU tensors; the fixture yields
+    "cpu"). Each variant runs only when every op named by the test's
+    ``@pytest.mark.ops(...)`` has a CUDA kernel (build_info()["cuda_ops"] /
+    ["emulated_ops"]), so tests start to run there on their own as the CUDA
+    kernels land."""
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    marker = request.node.get_closest_marker("ops")
+    ops = marker.args if marker is not None else ALL_OPS
+    reason = (cuda_skip_reason if request.param == "cuda" else emulated_skip_reason)(ops)
+    if reason:
+        pytest.skip(reason)
     if request.param == "cuda":
-        marker = request.node.get_closest_marker("ops")
-        ops = marker.args if marker is not None else ALL_OPS
-        reason = cuda_skip_reason(ops)
-        if reason:
-            pytest.skip(reason)
-    return request.param
+        yield "cuda"
+        return
+    with emulated_kernels(ops):
+        yield "cpu"
 
 
 # -------------------------------------------------------------------- inputs --

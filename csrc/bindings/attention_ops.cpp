@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "bindings/checks.h"
+#include "bindings/cuda_ops.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
 
@@ -109,8 +110,8 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_out,  // (B,
 // generic "could not run" error.
 #define FUSEDSEQ_ATTENTION_IMPLS(KEY)                       \
   STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {             \
-    m.impl("attention_fwd", TORCH_BOX(&attention_fwd));     \
-    m.impl("attention_bwd", TORCH_BOX(&attention_bwd));     \
+    register_generic(m, #KEY, "attention_fwd", TORCH_BOX(&attention_fwd)); \
+    register_generic(m, #KEY, "attention_bwd", TORCH_BOX(&attention_bwd)); \
   }
 FUSEDSEQ_ATTENTION_IMPLS(CPU)
 FUSEDSEQ_ATTENTION_IMPLS(CUDA)

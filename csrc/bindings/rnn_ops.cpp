@@ -1,6 +1,7 @@
 // torch-facing side of the RNN ops: checks, output allocation, the large
 // matrix products that belong to ATen, and the calls into the fused kernels.
 #include "bindings/checks.h"
+#include "bindings/cuda_ops.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
 
@@ -204,10 +205,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
 // lets the layout check name the offending argument.
 #define FUSEDSEQ_RNN_IMPLS(KEY)                                     \
   STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                     \
-    m.impl("rnn_cell", TORCH_BOX(&rnn_cell));                       \
-    m.impl("rnn_cell_backward", TORCH_BOX(&rnn_cell_backward));     \
-    m.impl("rnn", TORCH_BOX(&rnn));                                 \
-    m.impl("rnn_backward", TORCH_BOX(&rnn_backward));               \
+    register_generic(m, #KEY, "rnn_cell", TORCH_BOX(&rnn_cell));    \
+    register_generic(m, #KEY, "rnn_cell_backward", TORCH_BOX(&rnn_cell_backward)); \
+    register_generic(m, #KEY, "rnn", TORCH_BOX(&rnn));              \
+    register_generic(m, #KEY, "rnn_backward", TORCH_BOX(&rnn_backward)); \
   }
 FUSEDSEQ_RNN_IMPLS(CPU)
 FUSEDSEQ_RNN_IMPLS(CUDA)

@@ -18,7 +18,8 @@ ops = torch.ops.fusedseq
 # "batch_first": x is (B, T, I), which the op sees as a transposed (T, B, I) view.
 # "noncontig": batch_first plus transposed views of both weights and every
 # other column of a (B, 2H) h0. "expanded_x": the same input at every step,
-# a (1, B, I) tensor expanded over T (stride 0, overlapping).
+# a (1, B, I) tensor expanded over T (stride 0, overlapping). "rows_padded": h0
+# and both weights are views whose rows lie further apart than their width.
 CASES = [
     ("T1_B1_I1_H1", 1, 1, 1, 1, (True, True), True, "contig"),
     ("T1_nobias_h0", 1, 3, 5, 4, (False, False), False, "contig"),
@@ -26,6 +27,7 @@ CASES = [
     ("batch_first", 5, 3, 8, 16, (True, True), True, "batch_first"),
     ("odd_bhh_only_h0", 17, 4, 33, 65, (False, True), False, "contig"),
     ("noncontig", 9, 5, 12, 20, (True, True), True, "noncontig"),
+    ("rows_padded", 6, 3, 5, 18, (True, True), True, "rows_padded"),
     ("long", 60, 2, 16, 40, (True, True), True, "contig"),
     ("wide", 8, 16, 130, 257, (True, True), True, "batch_first"),
     ("bench_shape", 200, 16, 256, 256, (True, True), True, "contig"),
@@ -51,6 +53,9 @@ def rnn_case(make, T, B, I, H, bias, h0_given, layout):
         w_ih, w_hh = w_ih.T.contiguous(), w_hh.T.contiguous()
         h0 = make(B, 2 * H) if h0_given else None
         views = {"w_ih": lambda t: t.T, "w_hh": lambda t: t.T, "h0": lambda t: t[:, ::2]}
+    if layout == "rows_padded":
+        w_ih, w_hh, h0 = torch.cat([w_ih, make(H, 3)], 1), torch.cat([w_hh, make(H, 4)], 1), make(B, H + 6)
+        views = {"w_ih": lambda t: t[:, :I], "w_hh": lambda t: t[:, :H], "h0": lambda t: t[:, :H]}
     return dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh), views, batch_first
 
 

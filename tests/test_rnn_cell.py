@@ -24,6 +24,7 @@ CASES = [
     ("odd_bih_only", 3, 33, 17, (True, False), True, "contig"),
     ("bhh_only_h0_noncontig", 5, 8, 12, (False, True), False, "noncontig"),
     ("wide", 16, 130, 257, (True, True), True, "contig"),
+    ("rows_padded", 5, 8, 12, (True, True), True, "rows_padded"),
     ("unbatched", None, 9, 6, (True, True), True, "contig"),
     ("unbatched_h0", None, 9, 6, (False, False), False, "contig"),
 ]
@@ -40,6 +41,13 @@ def cell_case(make, B, I, H, bias, h_given, layout):
         x, h = make(I, B), (make(B, 2 * H) if h_given else None)
         w_ih = w_ih.T.contiguous()
         views = {"x": lambda t: t.T, "w_ih": lambda t: t.T, "h": lambda t: t[:, ::2]}
+    elif layout == "rows_padded":
+        # Views whose rows are further apart than their width: the kernel
+        # reads them in place through the params' row strides.
+        x, h = make(B, I + 3), make(B, H + 5)
+        w_ih, w_hh = torch.cat([w_ih, make(H, 2)], 1), torch.cat([w_hh, make(H, 7)], 1)
+        views = {"x": lambda t: t[:, :I], "h": lambda t: t[:, :H], "w_ih": lambda t: t[:, :I],
+                 "w_hh": lambda t: t[:, :H]}
     else:
         x, h = make(B, I), (make(B, H) if h_given else None)
     inputs = dict(x=x, h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
@@ -53,7 +61,7 @@ def cell_case(make, B, I, H, bias, h_given, layout):
 def test_rnn_cell_forward_backward(case, nonlinearity, dtype, device, make):
     _, B, I, H, bias, h_given, layout = case
     inputs, views = cell_case(make, B, I, H, bias, h_given, layout)
-    if layout == "noncontig":
+    if layout in ("noncontig", "rows_padded"):
         for name in ("x", "w_ih", "h"):
             if inputs[name] is not None:
                 assert not views[name](inputs[name]).is_contiguous()

@@ -7,6 +7,10 @@
 #                    build; use torch==2.14.1 for the CUDA 13 build)
 #   FUSEDSEQ_VENV    where the environment goes (default .venv)
 #   FUSEDSEQ_CUDA    AUTO | ON | OFF (see CMakeLists.txt)
+#   FUSEDSEQ_EMULATED ON | OFF: also build the CUDA kernels for the host SIMT
+#                    emulator (fusedseq._emulated, for tests; default ON)
+# nvidia-cutlass is a test-only dependency: its CuTe headers check the
+# emulator's tensor-core fragment maps (tests/test_fragments_cute.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${FUSEDSEQ_VENV:-.venv}
@@ -20,6 +24,6 @@ py="$venv/bin/python"
 # Build tools first: the extension is built without isolation, against the
 # torch installed here (a torch in an isolated build env would not match).
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
-  cmake ninja tqdm matplotlib pytest expecttest
+  cmake ninja tqdm matplotlib pytest expecttest nvidia-cutlass
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation .
 "$py" -c "import fusedseq; i = fusedseq.build_info(); print('fusedseq', i['version'], 'torch', i['torch_version'], 'cpu isa', i['cpu_isa'], 'of', i['cpu_isas_compiled'], 'cuda', i['cuda_compiled'])"

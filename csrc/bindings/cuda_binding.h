@@ -88,9 +88,8 @@ inline Tensor rows_16_byte_aligned(const Tensor& t) {
                   reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
   if (ok) return t;
   const int64_t rows = t.size(0), cols = t.size(1), padded = (cols + per16 - 1) / per16 * per16;
-  Tensor buf = torch::stable::new_zeros(t, {rows, padded});
-  Tensor view = torch::stable::narrow(buf, 1, 0, cols);
-  torch::stable::copy_(view, t);
+  const Tensor view = strided_view(empty({rows, padded}, t.scalar_type(), t), {rows, cols}, {padded, 1});
+  copy_into(view, t);  // (the padding is never read: copies stop at the last column)
   return view;
 }
 

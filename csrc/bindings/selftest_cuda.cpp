@@ -64,7 +64,7 @@ Tensor gemm(const Tensor& a, const Tensor& b) {
                        ", got ", checks::sizes_str(b.sizes()));
   const Tensor a16 = rows_16_byte_aligned(a), b16 = rows_16_byte_aligned(b);
   const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
-  Tensor c = torch::stable::new_empty(a, {M, N}, ScalarType::Float);
+  Tensor c = empty({M, N}, ScalarType::Float, a);
   st::gemm({a16.data_ptr(), b16.data_ptr(), static_cast<float*>(c.data_ptr()), M, N, K, a16.stride(0),
             b16.stride(0), N, dt, ctx.stream()});
   return c;
@@ -77,7 +77,7 @@ Tensor row_softmax(const Tensor& x) {
   dims(op, "x", x, 2, "(R, C)");
   float32(op, "x", x);
   const Tensor xc = x.stride(1) == 1 ? x : torch::stable::contiguous(x);
-  Tensor y = torch::stable::new_empty(x, {x.size(0), x.size(1)});
+  Tensor y = empty({x.size(0), x.size(1)}, ScalarType::Float, x);
   st::row_softmax({static_cast<const float*>(xc.data_ptr()), static_cast<float*>(y.data_ptr()), x.size(0),
                    x.size(1), xc.stride(0), x.size(1), ctx.stream()});
   return y;
@@ -96,7 +96,7 @@ Tensor persistent_rnn(const Tensor& w, const Tensor& h0, int64_t steps) {
                        checks::sizes_str(w.sizes()), " and ", checks::sizes_str(h0.sizes()));
   FUSEDSEQ_CHECK_VALUE(steps > 0, op, ": argument 'steps' must be positive, got ", steps);
   const Tensor wc = torch::stable::contiguous(w), hc = torch::stable::contiguous(h0);
-  Tensor out = torch::stable::new_empty(w, {steps, B, H});
+  Tensor out = empty({steps, B, H}, ScalarType::Float, w);
   Tensor barrier = zeroed_workspace(w, 1);  // the grid barrier's counter
   st::persistent_rnn({static_cast<const float*>(wc.data_ptr()), static_cast<const float*>(hc.data_ptr()),
                       static_cast<float*>(out.data_ptr()), static_cast<unsigned*>(barrier.data_ptr()), B, H, steps,
@@ -111,7 +111,7 @@ Tensor ldmatrix_probe(const Tensor& like, int64_t count, bool trans) {
   DeviceContext ctx(op.c_str(), {{"like", &like}});
   FUSEDSEQ_CHECK_VALUE(count == 1 || count == 2 || count == 4, op, ": argument 'count' must be 1, 2 or 4, got ",
                        count);
-  Tensor out = torch::stable::new_empty(like, {32, 4, 2}, ScalarType::Int);
+  Tensor out = empty({32, 4, 2}, ScalarType::Int, like);
   st::ldmatrix_probe({static_cast<int32_t*>(out.data_ptr()), static_cast<int32_t>(count), trans, ctx.stream()});
   return out;
 }
@@ -128,7 +128,7 @@ Tensor mma_probe(const Tensor& a, const Tensor& b, const Tensor& c) {
                            b.size(1) == 8 && c.dim() == 2 && c.size(0) == 16 && c.size(1) == 8,
                        op, ": expects a (16, 16), b (16, 8) and c (16, 8)");
   const Tensor ac = torch::stable::contiguous(a), bc = torch::stable::contiguous(b), cc = torch::stable::contiguous(c);
-  Tensor d = torch::stable::new_empty(c, {16, 8});
+  Tensor d = empty({16, 8}, ScalarType::Float, c);
   st::mma_probe({ac.data_ptr(), bc.data_ptr(), static_cast<const float*>(cc.data_ptr()),
                  static_cast<float*>(d.data_ptr()), dt, ctx.stream()});
   return d;

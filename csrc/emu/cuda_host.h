@@ -107,21 +107,24 @@ T atomicCAS(T* p, T expected, T desired) {
   std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired);
   return expected;
 }
-template <class T>
-T atomicMax(T* p, T v) {
+namespace fusedseq::emu {
+// Replaces *p by v while `better(v, *p)`; returns the old value.
+template <class T, class Better>
+T atomic_update_if(T* p, T v, Better better) {
   std::atomic_ref<T> a(*p);
   T old = a.load();
-  while (old < v && !a.compare_exchange_weak(old, v)) {
+  while (better(v, old) && !a.compare_exchange_weak(old, v)) {
   }
   return old;
 }
+}  // namespace fusedseq::emu
+template <class T>
+T atomicMax(T* p, T v) {
+  return ::fusedseq::emu::atomic_update_if(p, v, [](T a, T b) { return b < a; });
+}
 template <class T>
 T atomicMin(T* p, T v) {
-  std::atomic_ref<T> a(*p);
-  T old = a.load();
-  while (v < old && !a.compare_exchange_weak(old, v)) {
-  }
-  return old;
+  return ::fusedseq::emu::atomic_update_if(p, v, [](T a, T b) { return a < b; });
 }
 template <class T>
 T atomicAnd(T* p, T v) {

@@ -18,6 +18,8 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cuda/selftest/selftest.h"
@@ -85,6 +87,18 @@ std::string compare(const float* out, const std::vector<double>& ref, const std:
   return buf;
 }
 
+// sum_k a[k sa] b[k sb] and sum_k |a[k sa] b[k sb]| in float64: a reference
+// value and the scale its rounding error is judged against.
+template <class A, class B>
+std::pair<double, double> dot(const A* a, int64_t sa, const B* b, int64_t sb, int64_t n) {
+  double s = 0, abs_sum = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const double p = double(a[k * sa]) * double(b[k * sb]);
+    s += p, abs_sum += std::fabs(p);
+  }
+  return {s, abs_sum};
+}
+
 // ------------------------------------------------------------------ gemm --
 std::string gemm_case(st::Half16 dt, int64_t M, int64_t N, int64_t K) {
   const int64_t lda = (K + 7) / 8 * 8, ldb = (N + 7) / 8 * 8, ldc = N;
@@ -107,14 +121,8 @@ std::string gemm_case(st::Half16 dt, int64_t M, int64_t N, int64_t K) {
   st::gemm({a.data(), b.data(), c.data(), M, N, K, lda, ldb, ldc, dt, nullptr});
   std::vector<double> ref(size_t(M * N)), scale(size_t(M * N));
   for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double s = 0, sa = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double p = double(af[size_t(i * K + k)]) * bf[size_t(k * N + j)];
-        s += p, sa += std::fabs(p);
-      }
-      ref[size_t(i * N + j)] = s, scale[size_t(i * N + j)] = sa;
-    }
+    for (int64_t j = 0; j < N; ++j)
+      std::tie(ref[size_t(i * N + j)], scale[size_t(i * N + j)]) = dot(&af[size_t(i * K)], 1, &bf[size_t(j)], N, K);
   return compare(c.data(), ref, scale, 1e-5);
 }
 
@@ -172,11 +180,7 @@ std::string rnn_case(int64_t B, int64_t H, int64_t steps) {
     std::vector<double> next(size_t(B * H));
     for (int64_t b = 0; b < B; ++b)
       for (int64_t i = 0; i < H; ++i) {
-        double s = 0, sa = 0;
-        for (int64_t k = 0; k < H; ++k) {
-          const double p = double(w[size_t(i * H + k)]) * h[size_t(b * H + k)];
-          s += p, sa += std::fabs(p);
-        }
+        const auto [s, sa] = dot(&w[size_t(i * H)], 1, &h[size_t(b * H)], 1, H);
         next[size_t(b * H + i)] = std::tanh(s);
         ref.push_back(std::tanh(s));
         scale.push_back(sa + 1.0);
@@ -236,9 +240,9 @@ void fragment_checks() {
       st::mma_probe({a.data(), b.data(), c.data(), d.data(), dt, nullptr});
       for (int m = 0; m < 16; ++m)
         for (int n = 0; n < 8; ++n) {
-          double s = c[size_t(m * 8 + n)], sa = std::fabs(s);
-          for (int k = 0; k < 16; ++k) s += af[size_t(m * 16 + k)] * bf[size_t(k * 8 + n)], sa += std::fabs(af[size_t(m * 16 + k)] * bf[size_t(k * 8 + n)]);
-          ref[size_t(m * 8 + n)] = s, scale[size_t(m * 8 + n)] = sa;
+          const auto [s, sa] = dot(&af[size_t(m * 16)], 1, &bf[size_t(n)], 8, 16);
+          ref[size_t(m * 8 + n)] = s + c[size_t(m * 8 + n)];
+          scale[size_t(m * 8 + n)] = sa + std::fabs(c[size_t(m * 8 + n)]);
         }
       return compare(d.data(), ref, scale, 1e-5);
     });

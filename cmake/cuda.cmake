@@ -2,11 +2,9 @@
 # of CMakeLists.txt (after the _C target exists).
 #
 # Kernel sources: csrc/cuda/**/*.cu, torch-free, written on csrc/cuda/compat.cuh.
-#   Per-file arch lists: a file is compiled for every arch of
-#   FUSEDSEQ_CUDA_ARCHS, unless its name ends in _sm<NN>[a].cu, which names
-#   what it needs: foo_sm90a.cu is compiled for 90a only (so wgmma/TMA code is
-#   never compiled for sm_80), foo_sm90.cu for 90, 90a and newer. A file whose
-#   archs are not in the list is left out (with a message).
+#   Per-file arch lists (cmake/cuda_archs.cmake): every arch of
+#   FUSEDSEQ_CUDA_ARCHS, unless the name ends in _sm<NN>[a].cu (foo_sm90a.cu:
+#   90a only, so wgmma/TMA code is never compiled for sm_80).
 #   SASS for each arch; PTX for the highest plain arch of the file, so that
 #   newer GPUs can JIT it. No --use_fast_math: a kernel that wants a fast
 #   intrinsic says so (__expf), and the rest keeps IEEE division and sqrt.
@@ -25,43 +23,7 @@ file(GLOB_RECURSE FUSEDSEQ_CUDA_SOURCES CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/c
 file(GLOB FUSEDSEQ_CUDA_BINDINGS CONFIGURE_DEPENDS "${CMAKE_SOURCE_DIR}/csrc/bindings/*_cuda.cpp")
 list(APPEND FUSEDSEQ_CUDA_BINDINGS "${CMAKE_SOURCE_DIR}/csrc/bindings/cuda_library.cpp")
 
-# The archs of FUSEDSEQ_CUDA_ARCHS that `file` may be compiled for.
-function(fusedseq_cuda_file_archs file out)
-  get_filename_component(name "${file}" NAME_WE)
-  if(NOT name MATCHES "_sm([0-9]+)(a?)$")
-    set(${out} "${FUSEDSEQ_CUDA_ARCHS}" PARENT_SCOPE)
-    return()
-  endif()
-  set(need "${CMAKE_MATCH_1}")
-  set(arch_specific "${CMAKE_MATCH_2}")
-  set(archs "")
-  foreach(arch IN LISTS FUSEDSEQ_CUDA_ARCHS)
-    if(arch_specific)
-      if(arch STREQUAL "${need}a")
-        list(APPEND archs "${arch}")
-      endif()
-    elseif(arch MATCHES "^([0-9]+)a?$" AND CMAKE_MATCH_1 GREATER_EQUAL need)
-      list(APPEND archs "${arch}")
-    endif()
-  endforeach()
-  set(${out} "${archs}" PARENT_SCOPE)
-endfunction()
-
-# -gencode flags: SASS for each arch, PTX for the highest plain one.
-function(fusedseq_gencode archs out)
-  set(flags "")
-  set(ptx "")
-  foreach(arch IN LISTS archs)
-    list(APPEND flags "-gencode=arch=compute_${arch},code=sm_${arch}")
-    if(arch MATCHES "^[0-9]+$")
-      set(ptx "${arch}")
-    endif()
-  endforeach()
-  if(ptx)
-    list(APPEND flags "-gencode=arch=compute_${ptx},code=compute_${ptx}")
-  endif()
-  set(${out} "${flags}" PARENT_SCOPE)
-endfunction()
+include("${CMAKE_CURRENT_LIST_DIR}/cuda_archs.cmake")
 
 if(FUSEDSEQ_WITH_CUDA)
   set(_kernels "")

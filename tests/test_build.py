@@ -230,6 +230,37 @@ def test_every_op_has_tests_for_both_devices(request):
         assert set(ALL_OPS) <= marked, variant
 
 
+def _cmake() -> str | None:
+    here = pathlib.Path(sys.executable).parent / "cmake"
+    return str(here) if here.exists() else shutil.which("cmake")
+
+
+@pytest.mark.skipif(_cmake() is None, reason="needs cmake")
+def test_per_file_cuda_arch_lists(tmp_path):
+    """cmake/cuda_archs.cmake: a *_sm90a.cu file is compiled for 90a alone (never
+    sm_80), *_sm90.cu for 90 and newer, any other file for every arch; PTX only
+    for the highest plain arch of each file."""
+    script = f"""
+include("{ROOT / 'cmake' / 'cuda_archs.cmake'}")
+set(FUSEDSEQ_CUDA_ARCHS "80;90;90a")
+foreach(f attention.cu attention_sm90a.cu tma_sm90.cu blackwell_sm100a.cu)
+  fusedseq_cuda_file_archs("${{f}}" archs)
+  fusedseq_gencode("${{archs}}" flags)
+  message("${{f}}|${{archs}}|${{flags}}")
+endforeach()
+"""
+    path = tmp_path / "archs.cmake"
+    path.write_text(script)
+    out = subprocess.run([_cmake(), "-P", str(path)], capture_output=True, text=True, check=True).stderr
+    got = {f: (archs, flags) for f, archs, flags in (line.split("|") for line in out.strip().splitlines())}
+    gen = lambda a: f"-gencode=arch=compute_{a},code=sm_{a}"  # noqa: E731
+    ptx = lambda a: f"-gencode=arch=compute_{a},code=compute_{a}"  # noqa: E731
+    assert got["attention.cu"] == ("80;90;90a", ";".join([gen(80), gen(90), gen("90a"), ptx(90)]))
+    assert got["attention_sm90a.cu"] == ("90a", gen("90a"))
+    assert got["tma_sm90.cu"] == ("90;90a", ";".join([gen(90), gen("90a"), ptx(90)]))
+    assert got["blackwell_sm100a.cu"] == ("", "")
+
+
 # -------------------------------------------------------- emulated kernels --
 needs_emulated = pytest.mark.skipif(not fusedseq.emulated.available(),
                                     reason="this build has no emulated library (FUSEDSEQ_EMULATED=OFF)")

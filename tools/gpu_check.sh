@@ -113,7 +113,7 @@ if [ "$have_cuda" = 1 ]; then
     "$py" -m pytest -q -p no:cacheprovider tests/test_emulated_selftest.py -k "fragment" -m cuda
   step "CUDA tests (every cuda variant)" cuda_tests.log \
     "$py" -m pytest -q -p no:cacheprovider -m cuda tests/
-  step "benchmarks" bench.log "$py" -m fusedseq bench --json "$out/bench.json" --csv "$out/bench.csv"
+  step "benchmarks (CUDA)" bench.log "$py" -m fusedseq bench --device cuda --json "$out/bench.json" --csv "$out/bench.csv"
 else
   why=${gpu:+torch sees no CUDA device}
   why=${why:-no GPU on this machine}

@@ -217,7 +217,7 @@ struct GridBarrier {
       atomicAdd(counter, 1u);
       unsigned seen;
       do {
-        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
+        asm volatile("ld.acquire.gpu.u32 %0, [%1];\n" : "=r"(seen) : "l"(counter) : "memory");
       } while (seen < target);
     }
     __syncthreads();

@@ -2,8 +2,10 @@
 // own stack, and a switch costs a handful of instructions.
 //
 // Why our own switch: ucontext pays a signal-mask system call per switch (10x
-// slower, see /work/shared/CUDA-ON-CPU.md), and Boost.Context supports the
-// sanitizers only in its ucontext flavour. On x86-64 we save the six
+// slower; csrc/emu/README.md has both measured), and Boost.Context, though it
+// installs from PyPI (cmeel-boost, a 36 MB wheel of all of Boost), supports
+// ASan only in its ucontext flavour, and the ASan build is what catches
+// out-of-bounds reads. On x86-64 we save the six
 // callee-saved registers and swap stack pointers; elsewhere we fall back to
 // ucontext (correct, slow). Under ASan every switch is announced with
 // __sanitizer_start/finish_switch_fiber so that ASan knows which stack is live.

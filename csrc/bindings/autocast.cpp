@@ -33,12 +33,25 @@ struct Autocast {
     return op.call(cast(x), cast(h0), cast(w_ih), cast(w_hh), cast(b_ih), cast(b_hh), act);
   }
 
-  static std::tuple<at::Tensor, at::Tensor> attention_fwd(const at::Tensor& q, const at::Tensor& k,
-                                                          const at::Tensor& v, bool causal, double scale) {
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd(
+      const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& attn_mask,
+      double dropout_p, bool is_causal, double scale, int64_t wl, int64_t wr, int64_t seed, int64_t offset) {
     Guard g(key());
     static auto op =
         c10::Dispatcher::singleton().findSchemaOrThrow("fusedseq::attention_fwd", "").typed<decltype(attention_fwd)>();
-    return op.call(cast(q), cast(k), cast(v), causal, scale);
+    return op.call(cast(q), cast(k), cast(v), cast(attn_mask), dropout_p, is_causal, scale, wl, wr, seed, offset);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_fwd(
+      const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cu_q, const at::Tensor& cu_k,
+      int64_t max_q, int64_t max_k, double dropout_p, bool is_causal, double scale, int64_t wl, int64_t wr,
+      int64_t seed, int64_t offset) {
+    Guard g(key());
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("fusedseq::attention_varlen_fwd", "")
+                         .typed<decltype(attention_varlen_fwd)>();
+    return op.call(cast(q), cast(k), cast(v), cu_q, cu_k, max_q, max_k, dropout_p, is_causal, scale, wl, wr, seed,
+                   offset);
   }
 };
 
@@ -49,6 +62,7 @@ TORCH_LIBRARY_IMPL(fusedseq, AutocastCPU, m) {
   m.impl("rnn_cell", &A::rnn_cell);
   m.impl("rnn", &A::rnn);
   m.impl("attention_fwd", &A::attention_fwd);
+  m.impl("attention_varlen_fwd", &A::attention_varlen_fwd);
 }
 
 TORCH_LIBRARY_IMPL(fusedseq, AutocastCUDA, m) {
@@ -56,6 +70,7 @@ TORCH_LIBRARY_IMPL(fusedseq, AutocastCUDA, m) {
   m.impl("rnn_cell", &A::rnn_cell);
   m.impl("rnn", &A::rnn);
   m.impl("attention_fwd", &A::attention_fwd);
+  m.impl("attention_varlen_fwd", &A::attention_varlen_fwd);
 }
 
 }  // namespace fusedseq

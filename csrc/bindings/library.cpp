@@ -23,11 +23,29 @@ TORCH_LIBRARY(fusedseq, m) {
   // -> (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b)
   m.def("rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor x, Tensor h0, "
         "Tensor w_ih, Tensor w_hh, str nonlinearity) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // q (B, Hq, Nq, D), k/v (B, Hkv, Nk, D) -> (out (B, Hq, Nq, D), lse (B, Hq, Nq))
-  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, bool causal, float scale) -> (Tensor, Tensor)");
+  // softmax(q kᵀ · scale + attn_mask) v with SDPA's meaning for every argument, plus a sliding window
+  // (window_left/right, -1 = unbounded) and dropout drawn from Philox(seed, offset).
+  // q (B, Hq, Nq, D), k/v (B, Hkv, Nk, D), attn_mask broadcastable to (B, Hq, Nq, Nk)
+  //   -> (out (B, Hq, Nq, D), lse (B, Hq, Nq), lse_lo (B, Hq, Nq)); lse + lse_lo is the row log-sum-exp
+  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float dropout_p, bool is_causal, "
+        "float scale, int window_left, int window_right, int seed, int offset) -> (Tensor, Tensor, Tensor)");
+  // -> (grad_q, grad_k, grad_v); attn_mask gets no gradient
+  m.def("attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor lse_lo, "
+        "Tensor? attn_mask, float dropout_p, bool is_causal, float scale, int window_left, int window_right, "
+        "int seed, int offset) -> (Tensor, Tensor, Tensor)");
+  // Packed variable-length sequences (FlashAttention-2's varlen API; causal and windows bottom-right aligned):
+  // q (total_q, Hq, D), k/v (total_k, Hkv, D), cu_seqlens int32 (B + 1)
+  //   -> (out (total_q, Hq, D), lse (Hq, total_q), lse_lo (Hq, total_q))
+  m.def("attention_varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
+        "int max_seqlen_q, int max_seqlen_k, float dropout_p, bool is_causal, float scale, int window_left, "
+        "int window_right, int seed, int offset) -> (Tensor, Tensor, Tensor)");
   // -> (grad_q, grad_k, grad_v)
-  m.def("attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-        "bool causal, float scale) -> (Tensor, Tensor, Tensor)");
+  m.def("attention_varlen_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+        "Tensor lse_lo, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, "
+        "float dropout_p, bool is_causal, float scale, int window_left, int window_right, int seed, int offset) "
+        "-> (Tensor, Tensor, Tensor)");
+  // The dropout keep-mask attention_fwd draws for q's (B, Hq, Nq) and Nk keys: bool (B, Hq, Nq, Nk). For tests.
+  m.def("attention_dropout_mask(Tensor q, int Nk, float dropout_p, int seed, int offset) -> Tensor");
 }
 
 namespace py = pybind11;

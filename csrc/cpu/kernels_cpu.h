@@ -12,6 +12,7 @@ template <typename T> void rnn_seq_backward(const RnnSeqBwdParams<T>& p, const P
 
 template <typename T> void attention_forward(const AttnFwdParams<T>& p, const ParallelFor& pf);
 template <typename T> void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf);
+template <typename T> void attention_dropout_mask(const AttnDropoutMaskParams<T>& p, const ParallelFor& pf);
 
 }  // namespace fusedseq::cpu
 

@@ -203,8 +203,8 @@ std::pair<AttnShape, Varlen> check_varlen(const char* op, const at::Tensor& q, c
   vl.cu_q = check_cu_seqlens(op, "cu_seqlens_q", cu_seqlens_q, q, q.size(0), "total_q (dim 0 of 'q')");
   vl.cu_k = check_cu_seqlens(op, "cu_seqlens_k", cu_seqlens_k, q, total_k, "total_k (dim 0 of 'k')");
   TORCH_CHECK_VALUE(vl.cu_q.size(0) == vl.cu_k.size(0), op,
-                    ": arguments 'cu_seqlens_q' and 'cu_seqlens_k' must have the same length B + 1, got ",
-                    vl.cu_q.size(0), " and ", vl.cu_k.size(0));
+                    ": argument 'cu_seqlens_k' must have the length of 'cu_seqlens_q' (B + 1 = ", vl.cu_q.size(0),
+                    "), got ", vl.cu_k.size(0));
   vl.B = vl.cu_q.size(0) - 1;
   vl.max_q = longest(vl.cu_q);
   vl.max_k = longest(vl.cu_k);

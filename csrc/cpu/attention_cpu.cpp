@@ -161,7 +161,14 @@ inline void apply_dropout(T* x, const uint8_t* keep, int64_t n, T s) {
 }
 
 // ------------------------------------------------------------ row helpers --
-// x[0:n) *= c; returns max over x[0:n).
+// max that propagates NaN (std::max(a, NaN) is a; a NaN logit must not be
+// mistaken for a masked one, or a NaN query row would come out as zeros).
+template <typename T>
+inline T nan_max(T a, T b) {
+  return (b > a || b != b) ? b : a;
+}
+
+// x[0:n) *= c; returns max over x[0:n), NaN if any is NaN.
 template <typename T>
 inline T scale_and_max(T* x, int64_t n, T c) {
   T mx = kNegInf<T>;
@@ -169,18 +176,19 @@ inline T scale_and_max(T* x, int64_t n, T c) {
 #if FUSEDSEQ_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 cv = _mm256_set1_ps(c);
-    __m256 mv = _mm256_set1_ps(mx);
+    __m256 mv = _mm256_set1_ps(mx), nan = _mm256_setzero_ps();
     for (; j + 8 <= n; j += 8) {
       const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), cv);
       _mm256_storeu_ps(x + j, v);
       mv = _mm256_max_ps(mv, v);
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     }
-    mx = hmax(mv);
+    mx = _mm256_movemask_ps(nan) ? std::numeric_limits<T>::quiet_NaN() : hmax(mv);
   }
 #endif
   for (; j < n; ++j) {
     x[j] *= c;
-    mx = std::max(mx, x[j]);
+    mx = nan_max(mx, x[j]);
   }
   return mx;
 }
@@ -188,7 +196,7 @@ inline T scale_and_max(T* x, int64_t n, T c) {
 template <typename T>
 inline T row_max(const T* x, int64_t n) {
   T mx = kNegInf<T>;
-  for (int64_t j = 0; j < n; ++j) mx = std::max(mx, x[j]);
+  for (int64_t j = 0; j < n; ++j) mx = nan_max(mx, x[j]);
   return mx;
 }
 
@@ -442,7 +450,7 @@ void forward_task(const AttnFwdParams<T>& p, const AttnQueryTiling& tiling, int6
         std::fill(x + a, x + e, T(0));
         continue;
       }
-      const T m_new = std::max(w.m[r], mt);
+      const T m_new = nan_max(w.m[r], mt);
       const T alpha = std::exp2((w.m[r] - m_new) * static_cast<T>(kLog2e));  // 0 on the first tile of a chunk
       w.l[r] = w.l[r] * alpha + exp_shifted_sum<T>(x + a, e - a, m_new, T(0));
       w.m[r] = m_new;

@@ -156,8 +156,8 @@ def _is_causal(op: str, is_causal, causal) -> bool:
     return is_causal
 
 
-def _scale(op: str, scale, D: int) -> float:
-    scale = _args.optional_real(op, "scale", scale)
+def _scale(op: str, scale, D: int, name: str = "scale") -> float:
+    scale = _args.optional_real(op, name, scale)
     return 1.0 / math.sqrt(D) if scale is None else scale
 
 
@@ -289,14 +289,15 @@ def attention_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_s
     max_seqlen_q = _args.integer(op, "max_seqlen_q", max_seqlen_q)
     max_seqlen_k = _args.integer(op, "max_seqlen_k", max_seqlen_k)
     dropout_p = _dropout_p(op, dropout_p)
+    scale_name = "softmax_scale"
     if scale is not None:
-        softmax_scale = scale
+        softmax_scale, scale_name = scale, "scale"
     if is_causal is not None:
         causal = is_causal
     causal = _args.flag(op, "causal", causal)
     window_left, window_right = _window(op, window if window is not None else window_size)
     _args.flag(op, "return_lse", return_lse)
-    softmax_scale = _scale(op, softmax_scale, q.shape[-1] if q.dim() >= 1 and q.shape[-1] > 0 else 1)
+    softmax_scale = _scale(op, softmax_scale, q.shape[-1] if q.dim() >= 1 and q.shape[-1] > 0 else 1, scale_name)
     seed, offset = _dropout_key(q.device, max_seqlen_k) if dropout_p > 0 else (0, 0)
     out, lse, _ = _ops.attention_varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                             dropout_p, causal, softmax_scale, window_left, window_right, seed, offset)

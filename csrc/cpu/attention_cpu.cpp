@@ -307,6 +307,16 @@ inline void scores(int64_t mq, int64_t kn, int64_t D, const T* A, int64_t lda, c
                    int64_t ldr, int64_t j0, T* S) {
   if (packed) {
     gemm_nn_packed<T>(mq, kn, D, A, lda, 1, packed + j0 * D, S, BN, false);
+  } else if (D < 8) {
+    // Head dims shorter than a vector: plain dot products beat a vector tile
+    // that would be all tail.
+    const T* b = rows + j0 * ldr;
+    for (int64_t r = 0; r < mq; ++r)
+      for (int64_t j = 0; j < kn; ++j) {
+        T acc = 0;
+        for (int64_t d = 0; d < D; ++d) acc += A[r * lda + d] * b[j * ldr + d];
+        S[r * BN + j] = acc;
+      }
   } else {
     const NtSegment<T> seg{A, lda, rows + j0 * ldr, ldr, D};
     gemm_nt<T>(mq, kn, &seg, 1, S, BN);

@@ -37,9 +37,10 @@ FP32_RTOL = 1e-5
 LOWP_FACTOR = 2.0
 LOWP_FLOOR = 1e-3
 
-FWD_OPS = ("rnn_cell", "rnn", "attention_fwd")
-BWD_OPS = ("rnn_cell_backward", "rnn_backward", "attention_bwd")
-ALL_OPS = FWD_OPS + BWD_OPS
+FWD_OPS = ("rnn_cell", "rnn", "attention_fwd", "attention_varlen_fwd")
+BWD_OPS = ("rnn_cell_backward", "rnn_backward", "attention_bwd", "attention_varlen_bwd")
+OTHER_OPS = ("attention_dropout_mask",)  # neither differentiable nor autocast: the dropout mask, for tests
+ALL_OPS = FWD_OPS + BWD_OPS + OTHER_OPS
 
 
 def dtype_params(dtypes: Sequence[torch.dtype] = ALL_DTYPES):

@@ -26,12 +26,14 @@ SHAPES = [
 ]
 
 
+@pytest.mark.ops("attention_fwd", "attention_bwd")
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "B{}_Hq{}_Hkv{}_Nq{}_Nk{}_D{}".format(*s))
-def test_decode_shapes(shape, dtype, make):
+def test_decode_shapes(shape, dtype, device, make):
     B, Hq, Hkv, Nq, Nk, D = shape
     inputs = dict(q=make(B, Hq, Nq, D), k=make(B, Hkv, Nk, D), v=make(B, Hkv, Nk, D))
-    check_against_reference(fusedseq.attention, reference.attention, inputs, dtype, make, baseline=torch_attention)
+    check_against_reference(fusedseq.attention, reference.attention, inputs, dtype, make, baseline=torch_attention,
+                            device=device)
 
 
 @pytest.mark.parametrize("dtype", dtype_params([torch.float32, torch.bfloat16]))

@@ -55,10 +55,11 @@ def python_keep_mask(B, Hq, Nq, Nk, p, seed, offset):
     return keep
 
 
+@pytest.mark.ops("attention_dropout_mask")
 @pytest.mark.parametrize("seed,offset", [(0, 0), (2 ** 63 - 25, 3), (123456789, 2 ** 40)])
-def test_mask_is_the_documented_philox_stream(seed, offset):
-    q = torch.zeros(2, 3, 5, 4)
-    got = attention_dropout_mask(q, 11, 0.37, seed, offset)
+def test_mask_is_the_documented_philox_stream(seed, offset, device):
+    q = torch.zeros(2, 3, 5, 4, device=device)
+    got = attention_dropout_mask(q, 11, 0.37, seed, offset).cpu()
     assert torch.equal(got, python_keep_mask(2, 3, 5, 11, 0.37, seed, offset))
 
 
@@ -72,9 +73,10 @@ CASES = [
 ]
 
 
+@pytest.mark.ops("attention_fwd", "attention_bwd", "attention_dropout_mask")
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "B{}_Hq{}_Hkv{}_Nq{}_Nk{}_D{}_c{}_w{}_m{}".format(*c))
-def test_forward_and_backward_use_the_same_mask(case, p, make):
+def test_forward_and_backward_use_the_same_mask(case, p, device, make):
     """With a fixed key, the forward equals softmax(·) ∘ Z / (1 - p) V for the
     exposed mask Z, and the gradients equal autograd of that same expression:
     so the backward regenerated exactly the forward's mask."""
@@ -93,22 +95,22 @@ def test_forward_and_backward_use_the_same_mask(case, p, make):
     scale = 1.0 / math.sqrt(D)
 
     def fused(q, k, v):
-        m = mask.to(q.dtype) if mask is not None and mask.is_floating_point() else mask
+        m = None if mask is None else mask.to(device=q.device, dtype=q.dtype if mask.is_floating_point() else None)
         return ops.attention_fwd(q, k, v, m, p, causal, scale, wl, wr, seed, offset)[0]
 
-    keep = attention_dropout_mask(q, Nk, p, seed, offset)
+    keep = attention_dropout_mask(q.to(device), Nk, p, seed, offset).cpu()
     assert 0 < keep.float().mean() < 1
 
     def ref(q, k, v):
         return reference.attention(q, k, v, mask, p, causal, scale, window, dropout_mask=keep)
 
-    out, grads = fwd_bwd(fused, dict(q=q, k=k, v=v), [g])
+    out, grads = fwd_bwd(fused, dict(q=q, k=k, v=v), [g], device=device)
     ref_out, ref_grads = fwd_bwd(ref, dict(q=q, k=k, v=v), [g])
     assert rel_err(out[0], ref_out[0]) <= 1e-12
     for n in "qkv":
         assert rel_err(grads[n], ref_grads[n]) <= 1e-12, n
     # float32: the same mask, to fp32 accuracy
-    out32, grads32 = fwd_bwd(fused, dict(q=q, k=k, v=v), [g], dtype=torch.float32)
+    out32, grads32 = fwd_bwd(fused, dict(q=q, k=k, v=v), [g], dtype=torch.float32, device=device)
     assert rel_err(out32[0], ref_out[0]) <= 1e-5
     for n in "qkv":
         assert rel_err(grads32[n], ref_grads[n]) <= 1e-5, n

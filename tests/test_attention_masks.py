@@ -54,29 +54,31 @@ MASK_SHAPES = [
 ]
 
 
+@pytest.mark.ops("attention_fwd", "attention_bwd")
 @pytest.mark.parametrize("kind", ["bool", "float", "float_inf"])
 @pytest.mark.parametrize("shape", MASK_SHAPES, ids=[s[0] for s in MASK_SHAPES])
-def test_mask_shapes(shape, kind, make):
+def test_mask_shapes(shape, kind, device, make):
     mask = make_mask(shape[1], kind, seed=len(shape[1]))
     if kind != "bool":
         mask = mask.float()
     inputs = dict(q=make(B, HQ, NQ, D), k=make(B, HKV, NK, D), v=make(B, HKV, NK, D))
-    check_against_reference(lambda **kw: fusedseq.attention(**kw, attn_mask=mask),
+    check_against_reference(lambda **kw: fusedseq.attention(**kw, attn_mask=mask.to(device)),
                             lambda **kw: reference.attention(**kw, attn_mask=mask.double() if kind != "bool" else mask),
-                            inputs, torch.float32, make)
+                            inputs, torch.float32, make, device=device)
 
 
+@pytest.mark.ops("attention_fwd", "attention_bwd")
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("kind", ["bool", "float_inf"])
-def test_mask_dtypes(kind, dtype, make):
+def test_mask_dtypes(kind, dtype, device, make):
     """Every input dtype, the additive mask in q's dtype (as SDPA takes it)."""
     mask = make_mask((B, 1, NQ, NK), kind, seed=3)
     mask = mask if kind == "bool" else mask.to(dtype)
     inputs = dict(q=make(B, HQ, NQ, D), k=make(B, HKV, NK, D), v=make(B, HKV, NK, D))
     ref_mask = mask if kind == "bool" else mask.double()
-    check_against_reference(lambda **kw: fusedseq.attention(**kw, attn_mask=mask),
+    check_against_reference(lambda **kw: fusedseq.attention(**kw, attn_mask=mask.to(device)),
                             lambda **kw: reference.attention(**kw, attn_mask=ref_mask), inputs, dtype, make,
-                            baseline=lambda **kw: sdpa(**kw, attn_mask=mask))
+                            baseline=lambda **kw: sdpa(**kw, attn_mask=mask), device=device)
 
 
 def test_float32_mask_with_low_precision_inputs(make):
@@ -176,10 +178,11 @@ def test_mask_gets_no_gradient(make):
 WINDOWS = [(0, 0), (3, 0), (0, 3), (2, 5), (-1, 4), (4, -1), (-1, -1), (70, 70), (10 ** 12, 10 ** 12), (1, 0)]
 
 
+@pytest.mark.ops("attention_fwd", "attention_bwd")
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("Nq,Nk", [(NQ, NK), (NK, NQ), (130, 130)])
 @pytest.mark.parametrize("window", WINDOWS, ids=lambda w: f"w{w[0]}_{w[1]}")
-def test_windows(window, Nq, Nk, causal, make):
+def test_windows(window, Nq, Nk, causal, device, make):
     """Query i sees keys i - left <= j <= i + right (top-left, as is_causal);
     with is_causal, also j <= i. Against the reference and against SDPA given
     the same window as an explicit mask."""
@@ -187,12 +190,13 @@ def test_windows(window, Nq, Nk, causal, make):
                make(1, HKV, Nk, D, dtype=torch.float64))
     g = make(1, HQ, Nq, D, dtype=torch.float64)
     inputs = dict(q=q, k=k, v=v)
-    out, grads = fwd_bwd(lambda **kw: fusedseq.attention(**kw, is_causal=causal, window=window), inputs, [g])
+    out, grads = fwd_bwd(lambda **kw: fusedseq.attention(**kw, is_causal=causal, window=window), inputs, [g],
+                         device=device)
     ref, ref_g = fwd_bwd(lambda **kw: reference.attention(**kw, is_causal=causal, window=window), inputs, [g])
     assert rel_err(out[0], ref[0]) <= 1e-12
     for n in "kv":  # dq is exactly zero on rows that see one key; k and v always have signal
         assert rel_err(grads[n], ref_g[n]) <= 1e-12, n
-    assert (grads["q"] - ref_g["q"]).abs().max() <= 1e-12 * ref_g["q"].abs().max().clamp_min(1)
+    assert (grads["q"].cpu() - ref_g["q"]).abs().max() <= 1e-12 * ref_g["q"].abs().max().clamp_min(1)
     visible = reference.attention_visible(Nq, Nk, causal, window)
     sdpa_out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, enable_gqa=True)
     assert rel_err(out[0], sdpa_out) <= 1e-12

@@ -50,19 +50,20 @@ CASES = [
 ]
 
 
+@pytest.mark.ops("attention_varlen_fwd", "attention_varlen_bwd")
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_varlen_against_reference(case, dtype, make):
+def test_varlen_against_reference(case, dtype, device, make):
     _, lens_q, lens_k, Hq, Hkv, D, causal, window = case
     cu_q, cu_k = cu_seqlens(lens_q), cu_seqlens(lens_k)
     kw = dict(causal=causal, window_size=window or (-1, -1))
     check_against_reference(
-        lambda **t: fusedseq.attention_varlen(**t, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lens_q),
-                                              max_seqlen_k=max(lens_k), **kw),
+        lambda **t: fusedseq.attention_varlen(**t, cu_seqlens_q=cu_q.to(device), cu_seqlens_k=cu_k.to(device),
+                                              max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k), **kw),
         lambda **t: reference.attention_varlen(**t, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, is_causal=causal,
                                                window=window),
         packed(make, lens_q, lens_k, Hq, Hkv, D), dtype, make,
-        baseline=lambda **t: sdpa_varlen(t["q"], t["k"], t["v"], cu_q, cu_k, causal, None, window))
+        baseline=lambda **t: sdpa_varlen(t["q"], t["k"], t["v"], cu_q, cu_k, causal, None, window), device=device)
 
 
 @pytest.mark.parametrize("causal", [False, True])

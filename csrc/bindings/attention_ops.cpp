@@ -2,15 +2,12 @@
 // into the kernels. Dense (B, H, N, D) and packed variable-length
 // (total, H, D) tensors share one kernel; this file turns either into the
 // params of csrc/common/params.h.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "bindings/checks.h"
-#include "bindings/dispatch.h"
+#include "bindings/stable.h"
 #include "cpu/attention_plan.h"
 #include "cpu/kernels_cpu.h"
 
@@ -19,20 +16,18 @@ namespace {
 
 using checks::like;
 using checks::shape;
+using checks::dtype_str;
+using checks::sizes_str;
+using torch::headeronly::Layout;
+using OptTensor = std::optional<Tensor>;
 
 constexpr const char* kFwd = "fusedseq.attention";
 constexpr const char* kBwd = "fusedseq.attention_backward";
 constexpr const char* kVarFwd = "fusedseq.attention_varlen";
 constexpr const char* kVarBwd = "fusedseq.attention_varlen_backward";
 
-// The kernels take any strides but need unit stride along D.
-at::Tensor unit_last_stride(const at::Tensor& t, at::ScalarType dt) {
-  at::Tensor r = t.to(dt);
-  return r.stride(-1) == 1 ? r : r.contiguous();
-}
-
 // (B, H, N, ·) dense, or (N, H, ·) packed varlen (no batch stride).
-Strides3 strides3(const at::Tensor& t) {
+Strides3 strides3(const Tensor& t) {
   if (t.dim() == 3) return {0, t.stride(1), t.stride(0)};
   return {t.stride(0), t.stride(1), t.stride(2)};
 }
@@ -47,10 +42,10 @@ struct AttnOptions {
 };
 
 void check_options(const char* op, const AttnOptions& o) {
-  TORCH_CHECK_VALUE(std::isfinite(o.scale), op, ": argument 'scale' must be finite, got ", o.scale);
-  TORCH_CHECK_VALUE(o.dropout_p >= 0.0 && o.dropout_p < 1.0, op, ": argument 'dropout_p' must be in [0, 1), got ",
+  FUSEDSEQ_CHECK_VALUE(std::isfinite(o.scale), op, ": argument 'scale' must be finite, got ", o.scale);
+  FUSEDSEQ_CHECK_VALUE(o.dropout_p >= 0.0 && o.dropout_p < 1.0, op, ": argument 'dropout_p' must be in [0, 1), got ",
                     o.dropout_p);
-  TORCH_CHECK_VALUE(o.window_left >= -1 && o.window_right >= -1, op,
+  FUSEDSEQ_CHECK_VALUE(o.window_left >= -1 && o.window_right >= -1, op,
                     ": argument 'window' must be (left, right) with each >= 0, or -1 for unbounded, got (",
                     o.window_left, ", ", o.window_right, ")");
 }
@@ -86,12 +81,12 @@ AttnDropout make_dropout(const AttnOptions& o) {
 }
 
 void check_heads(const char* op, int64_t Hq, int64_t Hkv) {
-  TORCH_CHECK_VALUE(Hq % Hkv == 0, op, ": the number of query heads (", Hq,
+  FUSEDSEQ_CHECK_VALUE(Hq % Hkv == 0, op, ": the number of query heads (", Hq,
                     ", dim 1 of 'q') must be a multiple of the number of key/value heads (", Hkv, ", dim 1 of 'k')");
 }
 
 // Checks dense q, k, v and returns their shape.
-AttnShape check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+AttnShape check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                     const AttnOptions& o) {
   checks::tensor(op, "q", q, 4, "(B, Hq, Nq, D)");
   checks::supported_device(op, q);
@@ -113,37 +108,40 @@ AttnShape check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, co
 // shape that broadcasts to (B, Hq, Nq, Nk). Returns the mask ready for the
 // kernel (bool, or additive in the compute dtype: a copy at the mask's own
 // size at most) and fills m with its pointer-to-be and broadcast strides.
-at::Tensor prepare_mask(const char* op, const std::optional<at::Tensor>& attn_mask, const at::Tensor& q,
-                        const AttnShape& s, at::ScalarType dt, AttnMask& m) {
+Tensor prepare_mask(const char* op, const OptTensor& attn_mask, const Tensor& q, const AttnShape& s, ScalarType dt,
+                    AttnMask& m) {
   m = AttnMask{};
   if (!attn_mask.has_value() || !attn_mask->defined()) return {};
-  const at::Tensor& a = *attn_mask;
-  TORCH_CHECK_TYPE(a.layout() == at::kStrided, op, ": argument 'attn_mask' must be a dense (strided) tensor, got ",
-                   a.layout());
+  const Tensor& a = *attn_mask;
+  FUSEDSEQ_CHECK_TYPE(a.layout() == Layout::Strided, op, ": argument 'attn_mask' must be a dense (strided) tensor");
   const auto st = a.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kBool || st == at::kFloat || st == q.scalar_type(), op,
-                   ": argument 'attn_mask' must be bool (True = attend), float32 or the dtype of 'q' (",
-                   q.scalar_type(), ") (additive), got ", st);
-  TORCH_CHECK_TYPE(a.device() == q.device(), op, ": argument 'attn_mask' must be on the device of 'q' (", q.device(),
-                   "), got ", a.device());
+  FUSEDSEQ_CHECK_TYPE(st == ScalarType::Bool || st == ScalarType::Float || st == q.scalar_type(), op,
+                      ": argument 'attn_mask' must be bool (True = attend), or float32 or the dtype of 'q' (",
+                      dtype_str(q.scalar_type()), ") (additive), got ", dtype_str(st));
+  FUSEDSEQ_CHECK_TYPE(a.device() == q.device(), op, ": argument 'attn_mask' must be on the device of 'q' (",
+                      checks::device_str(q.device()), "), got ", checks::device_str(a.device()));
   const int64_t target[4] = {s.B, s.Hq, s.Nq, s.Nk};
   bool ok = a.dim() <= 4;
   for (int64_t d = 0; ok && d < a.dim(); ++d) {
     const int64_t size = a.size(a.dim() - 1 - d), want = target[3 - d];
     ok = size == want || size == 1;
   }
-  TORCH_CHECK_VALUE(ok, op, ": argument 'attn_mask' must broadcast to (B, Hq, Nq, Nk) = ",
-                    checks::sizes_str(at::IntArrayRef(target, 4)), ", e.g. (Nq, Nk) or (B, 1, 1, Nk), got shape ",
-                    checks::sizes_str(a.sizes()));
-  at::Tensor c = st == at::kBool ? a : a.to(dt);
-  while (c.dim() < 4) c = c.unsqueeze(0);
-  c = c.expand({s.B, s.Hq, s.Nq, s.Nk});  // a view: stride 0 along every broadcast dim
-  m.kind = st == at::kBool ? MaskKind::Bool : MaskKind::Additive;
-  m.ptr = c.data_ptr();
-  m.b = c.stride(0);
-  m.h = c.stride(1);
-  m.q = c.stride(2);
-  m.k = c.stride(3);
+  FUSEDSEQ_CHECK_VALUE(ok, op, ": argument 'attn_mask' must broadcast to (B, Hq, Nq, Nk) = ",
+                       sizes_str(IntList(target, 4)), ", e.g. (Nq, Nk) or (B, 1, 1, Nk), got shape ",
+                       sizes_str(a.sizes()));
+  Tensor c = st == ScalarType::Bool ? a : to_dtype(a, dt);
+  // Broadcast by strides alone: 0 along every dim the mask lacks or has size 1 in.
+  int64_t st4[4] = {0, 0, 0, 0};
+  for (int64_t d = 0; d < c.dim(); ++d) {
+    const int64_t src = c.dim() - 1 - d;
+    st4[3 - d] = c.size(src) == 1 ? 0 : c.stride(src);
+  }
+  m.kind = st == ScalarType::Bool ? MaskKind::Bool : MaskKind::Additive;
+  m.ptr = c.const_data_ptr();
+  m.b = st4[0];
+  m.h = st4[1];
+  m.q = st4[2];
+  m.k = st4[3];
   return c;
 }
 
@@ -152,41 +150,43 @@ at::Tensor prepare_mask(const char* op, const std::optional<at::Tensor>& attn_ma
 // Returns its host copy and checks max_seqlen against it. The kernel's
 // shape uses the true longest sequence (workspaces are sized by it).
 struct Varlen {
-  at::Tensor cu_q, cu_k;
+  Tensor cu_q, cu_k;
   int64_t B, max_q, max_k;
 };
 
-at::Tensor check_cu_seqlens(const char* op, const char* name, const at::Tensor& cu, const at::Tensor& q,
-                            int64_t total, const char* total_name) {
-  TORCH_CHECK_TYPE(cu.defined(), op, ": argument '", name, "' must be a tensor, got None");
-  TORCH_CHECK_TYPE(cu.scalar_type() == at::kInt, op, ": argument '", name,
-                   "' must be int32 (cumulative sequence lengths, as FlashAttention takes them), got ",
-                   cu.scalar_type());
-  TORCH_CHECK_TYPE(cu.device() == q.device(), op, ": argument '", name, "' must be on the device of 'q' (",
-                   q.device(), "), got ", cu.device());
-  TORCH_CHECK_VALUE(cu.dim() == 1 && cu.size(0) >= 2, op, ": argument '", name,
-                    "' must be 1-D of length B + 1 >= 2, got shape ", checks::sizes_str(cu.sizes()));
-  at::Tensor h = cu.to(at::kCPU).contiguous();
-  const int32_t* c = h.data_ptr<int32_t>();
-  TORCH_CHECK_VALUE(c[0] == 0, op, ": argument '", name, "' must start at 0, got ", c[0]);
+Tensor check_cu_seqlens(const char* op, const char* name, const Tensor& cu, const Tensor& q, int64_t total,
+                        const char* total_name) {
+  FUSEDSEQ_CHECK_TYPE(cu.defined(), op, ": argument '", name, "' must be a tensor, got None");
+  FUSEDSEQ_CHECK_TYPE(cu.layout() == Layout::Strided, op, ": argument '", name, "' must be a dense (strided) tensor");
+  FUSEDSEQ_CHECK_TYPE(cu.scalar_type() == ScalarType::Int, op, ": argument '", name,
+                      "' must be int32 (cumulative sequence lengths, as FlashAttention takes them), got ",
+                      dtype_str(cu.scalar_type()));
+  FUSEDSEQ_CHECK_TYPE(cu.device() == q.device(), op, ": argument '", name, "' must be on the device of 'q' (",
+                      checks::device_str(q.device()), "), got ", checks::device_str(cu.device()));
+  FUSEDSEQ_CHECK_VALUE(cu.dim() == 1 && cu.size(0) >= 2, op, ": argument '", name,
+                       "' must be 1-D of length B + 1 >= 2, got shape ", sizes_str(cu.sizes()));
+  // Read on the host (for CUDA tensors a copy and a sync: the lengths size the work).
+  Tensor h = torch::stable::contiguous(torch::stable::to(cu, torch::stable::Device(torch::stable::DeviceType::CPU)));
+  const int32_t* c = static_cast<const int32_t*>(h.const_data_ptr());
+  FUSEDSEQ_CHECK_VALUE(c[0] == 0, op, ": argument '", name, "' must start at 0, got ", c[0]);
   for (int64_t b = 0; b + 1 < h.size(0); ++b)
-    TORCH_CHECK_VALUE(c[b + 1] >= c[b], op, ": argument '", name, "' must be non-decreasing, but element ", b + 1,
-                      " (", c[b + 1], ") < element ", b, " (", c[b], ")");
-  TORCH_CHECK_VALUE(c[h.size(0) - 1] == total, op, ": argument '", name, "' must end at ", total_name, " = ", total,
-                    ", got ", c[h.size(0) - 1]);
+    FUSEDSEQ_CHECK_VALUE(c[b + 1] >= c[b], op, ": argument '", name, "' must be non-decreasing, but element ", b + 1,
+                         " (", c[b + 1], ") < element ", b, " (", c[b], ")");
+  FUSEDSEQ_CHECK_VALUE(c[h.size(0) - 1] == total, op, ": argument '", name, "' must end at ", total_name, " = ",
+                       total, ", got ", c[h.size(0) - 1]);
   return h;
 }
 
-int64_t longest(const at::Tensor& cu) {
-  const int32_t* c = cu.data_ptr<int32_t>();
+int64_t longest(const Tensor& cu) {
+  const int32_t* c = static_cast<const int32_t*>(cu.const_data_ptr());
   int64_t m = 0;
   for (int64_t b = 0; b + 1 < cu.size(0); ++b) m = std::max<int64_t>(m, c[b + 1] - c[b]);
   return m;
 }
 
-std::pair<AttnShape, Varlen> check_varlen(const char* op, const at::Tensor& q, const at::Tensor& k,
-                                          const at::Tensor& v, const at::Tensor& cu_seqlens_q,
-                                          const at::Tensor& cu_seqlens_k, int64_t max_seqlen_q,
+std::pair<AttnShape, Varlen> check_varlen(const char* op, const Tensor& q, const Tensor& k,
+                                          const Tensor& v, const Tensor& cu_seqlens_q,
+                                          const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
                                           int64_t max_seqlen_k, const AttnOptions& o) {
   checks::tensor(op, "q", q, 3, "(total_q, Hq, D)");
   checks::supported_device(op, q);
@@ -202,15 +202,15 @@ std::pair<AttnShape, Varlen> check_varlen(const char* op, const at::Tensor& q, c
   Varlen vl;
   vl.cu_q = check_cu_seqlens(op, "cu_seqlens_q", cu_seqlens_q, q, q.size(0), "total_q (dim 0 of 'q')");
   vl.cu_k = check_cu_seqlens(op, "cu_seqlens_k", cu_seqlens_k, q, total_k, "total_k (dim 0 of 'k')");
-  TORCH_CHECK_VALUE(vl.cu_q.size(0) == vl.cu_k.size(0), op,
+  FUSEDSEQ_CHECK_VALUE(vl.cu_q.size(0) == vl.cu_k.size(0), op,
                     ": argument 'cu_seqlens_k' must have the length of 'cu_seqlens_q' (B + 1 = ", vl.cu_q.size(0),
                     "), got ", vl.cu_k.size(0));
   vl.B = vl.cu_q.size(0) - 1;
   vl.max_q = longest(vl.cu_q);
   vl.max_k = longest(vl.cu_k);
-  TORCH_CHECK_VALUE(max_seqlen_q >= vl.max_q && max_seqlen_q >= 1, op, ": argument 'max_seqlen_q' (", max_seqlen_q,
+  FUSEDSEQ_CHECK_VALUE(max_seqlen_q >= vl.max_q && max_seqlen_q >= 1, op, ": argument 'max_seqlen_q' (", max_seqlen_q,
                     ") must be at least the longest query sequence in 'cu_seqlens_q' (", vl.max_q, ") and >= 1");
-  TORCH_CHECK_VALUE(max_seqlen_k >= vl.max_k && max_seqlen_k >= 1, op, ": argument 'max_seqlen_k' (", max_seqlen_k,
+  FUSEDSEQ_CHECK_VALUE(max_seqlen_k >= vl.max_k && max_seqlen_k >= 1, op, ": argument 'max_seqlen_k' (", max_seqlen_k,
                     ") must be at least the longest key sequence in 'cu_seqlens_k' (", vl.max_k, ") and >= 1");
   const AttnShape s = make_shape(vl.B, Hq, Hkv, std::max<int64_t>(vl.max_q, 1), std::max<int64_t>(vl.max_k, 1), D, o,
                                  /*bottom_right=*/true);
@@ -219,30 +219,31 @@ std::pair<AttnShape, Varlen> check_varlen(const char* op, const at::Tensor& q, c
 
 AttnVarlen varlen_ptrs(const Varlen* vl) {
   if (vl == nullptr) return {};
-  return {vl->cu_q.data_ptr<int32_t>(), vl->cu_k.data_ptr<int32_t>()};
+  return {static_cast<const int32_t*>(vl->cu_q.const_data_ptr()),
+          static_cast<const int32_t*>(vl->cu_k.const_data_ptr())};
 }
 
 // ---------------------------------------------------------------- forward --
 // out like q; lse, lse_lo (B, Hq, Nq) dense or (Hq, total_q) varlen, in the
 // accumulation dtype (float32, float64 for float64 inputs).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const AttnShape& s, const Varlen* vl, const at::Tensor& q,
-                                                       const at::Tensor& k, const at::Tensor& v,
+std::tuple<Tensor, Tensor, Tensor> forward(const AttnShape& s, const Varlen* vl, const Tensor& q,
+                                                       const Tensor& k, const Tensor& v,
                                                        const AttnMask& mask, const AttnOptions& o) {
   const auto dt = compute_dtype(q);
   const auto qc = unit_last_stride(q, dt), kc = unit_last_stride(k, dt), vc = unit_last_stride(v, dt);
   const bool is_varlen = vl != nullptr;
-  auto out = at::empty(q.sizes(), qc.options());
-  auto lse = is_varlen ? at::empty({s.Hq, q.size(0)}, qc.options()) : at::empty({s.B, s.Hq, s.Nq}, qc.options());
-  auto lse_lo = at::empty_like(lse);
+  auto out = empty(q.sizes(), dt, q);
+  auto lse = is_varlen ? empty({s.Hq, q.size(0)}, dt, q) : empty({s.B, s.Hq, s.Nq}, dt, q);
+  auto lse_lo = torch::stable::empty_like(lse);
   const Strides3 lse_st = is_varlen ? Strides3{0, q.size(0), 1} : Strides3{s.Hq * s.Nq, s.Nq, 1};
 
-  const cpu::AttnPlan plan = cpu::attention_plan(s, is_varlen, k.size(0), at::get_num_threads());
-  at::Tensor o_accum, ml_accum, k_packed;
+  const cpu::AttnPlan plan = cpu::attention_plan(s, is_varlen, k.size(0), torch::stable::get_num_threads());
+  OptTensor o_accum, ml_accum, k_packed;
   if (plan.num_splits > 1) {
-    o_accum = at::empty({plan.num_splits, s.B, s.Hq, s.Nq, s.D}, qc.options());
-    ml_accum = at::empty({plan.num_splits, s.B, s.Hq, s.Nq, 2}, qc.options());
+    o_accum = empty({plan.num_splits, s.B, s.Hq, s.Nq, s.D}, dt, q);
+    ml_accum = empty({plan.num_splits, s.B, s.Hq, s.Nq, 2}, dt, q);
   }
-  if (plan.pack_k) k_packed = at::empty({plan.packed_elems}, qc.options());
+  if (plan.pack_k) k_packed = empty({plan.packed_elems}, dt, q);
 
   dispatch_compute(dt, [&]<typename T>() {
     AttnFwdParams<T> p{};
@@ -250,68 +251,69 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const AttnShape& s, const
     p.mask = mask;
     p.dropout = make_dropout(o);
     p.varlen = varlen_ptrs(vl);
-    p.q = qc.data_ptr<T>(), p.q_st = strides3(qc);
-    p.k = kc.data_ptr<T>(), p.k_st = strides3(kc);
-    p.v = vc.data_ptr<T>(), p.v_st = strides3(vc);
-    p.out = out.data_ptr<T>(), p.o_st = strides3(out);
-    p.lse = lse.data_ptr<T>(), p.lse_lo = lse_lo.data_ptr<T>(), p.lse_st = lse_st;
+    p.q = ptr<T>(qc), p.q_st = strides3(qc);
+    p.k = ptr<T>(kc), p.k_st = strides3(kc);
+    p.v = ptr<T>(vc), p.v_st = strides3(vc);
+    p.out = ptr<T>(out), p.o_st = strides3(out);
+    p.lse = ptr<T>(lse), p.lse_lo = ptr<T>(lse_lo), p.lse_st = lse_st;
     p.num_splits = plan.num_splits;
-    p.o_accum = o_accum.defined() ? o_accum.data_ptr<T>() : nullptr;
-    p.ml_accum = ml_accum.defined() ? ml_accum.data_ptr<T>() : nullptr;
-    p.k_packed = k_packed.defined() ? k_packed.data_ptr<T>() : nullptr;
-    cpu::attention_forward<T>(p, torch_parallel_for());
+    p.o_accum = ptr<T>(o_accum);
+    p.ml_accum = ptr<T>(ml_accum);
+    p.k_packed = ptr<T>(k_packed);
+    cpu::kernels<T>().attention_forward(p, torch_parallel_for());
   });
-  return {out.to(q.scalar_type()), lse, lse_lo};
+  return {to_dtype(out, q.scalar_type()), lse, lse_lo};
 }
 
 // --------------------------------------------------------------- backward --
-void check_like_q(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q, const char* layout) {
+bool same_sizes(IntList a, IntList b) { return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin()); }
+
+void check_like_q(const char* op, const char* name, const Tensor& t, const Tensor& q, const char* layout) {
   checks::tensor(op, name, t, q.dim(), layout);
   like(op, name, t, "q", q);
-  TORCH_CHECK_VALUE(t.sizes() == q.sizes(), op, ": argument '", name, "' must have the shape of 'q' ",
-                    checks::sizes_str(q.sizes()), ", got ", checks::sizes_str(t.sizes()));
+  FUSEDSEQ_CHECK_VALUE(same_sizes(t.sizes(), q.sizes()), op, ": argument '", name, "' must have the shape of 'q' ",
+                       sizes_str(q.sizes()), ", got ", sizes_str(t.sizes()));
 }
 
-void check_lse(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q, at::ScalarType dt,
-               at::IntArrayRef expected, const char* layout) {
+void check_lse(const char* op, const char* name, const Tensor& t, const Tensor& q, ScalarType dt,
+               IntList expected, const char* layout) {
   checks::tensor(op, name, t, static_cast<int64_t>(expected.size()), layout);
-  TORCH_CHECK_TYPE(t.scalar_type() == dt, op, ": argument '", name, "' must be ", dt,
-                   " (as the forward returns it), got ", t.scalar_type());
-  TORCH_CHECK_TYPE(t.device() == q.device(), op, ": argument '", name, "' must be on ", q.device(), ", got ",
-                   t.device());
-  TORCH_CHECK_VALUE(t.sizes() == expected, op, ": argument '", name, "' must have shape ", layout, " = ",
-                    checks::sizes_str(expected), ", got ", checks::sizes_str(t.sizes()));
+  FUSEDSEQ_CHECK_TYPE(t.scalar_type() == dt, op, ": argument '", name, "' must be ", dtype_str(dt),
+                      " (as the forward returns it), got ", dtype_str(t.scalar_type()));
+  FUSEDSEQ_CHECK_TYPE(t.device() == q.device(), op, ": argument '", name, "' must be on ",
+                      checks::device_str(q.device()), ", got ", checks::device_str(t.device()));
+  FUSEDSEQ_CHECK_VALUE(same_sizes(t.sizes(), expected), op, ": argument '", name, "' must have shape ", layout, " = ",
+                       sizes_str(expected), ", got ", sizes_str(t.sizes()));
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const AttnShape& s, const Varlen* vl,
-                                                        const at::Tensor& grad_out, const at::Tensor& q,
-                                                        const at::Tensor& k, const at::Tensor& v,
-                                                        const at::Tensor& out, const at::Tensor& lse,
-                                                        const at::Tensor& lse_lo, const AttnMask& mask,
+std::tuple<Tensor, Tensor, Tensor> backward(const AttnShape& s, const Varlen* vl,
+                                                        const Tensor& grad_out, const Tensor& q,
+                                                        const Tensor& k, const Tensor& v,
+                                                        const Tensor& out, const Tensor& lse,
+                                                        const Tensor& lse_lo, const AttnMask& mask,
                                                         const AttnOptions& o) {
   const auto dt = compute_dtype(q);
   const bool is_varlen = vl != nullptr;
   const auto qc = unit_last_stride(q, dt), kc = unit_last_stride(k, dt), vc = unit_last_stride(v, dt);
   const auto oc = unit_last_stride(out, dt), gc = unit_last_stride(grad_out, dt);
-  const auto lc = lse.contiguous(), llc = lse_lo.contiguous();
+  const auto lc = torch::stable::contiguous(lse), llc = torch::stable::contiguous(lse_lo);
   const Strides3 lse_st = is_varlen ? Strides3{0, q.size(0), 1} : Strides3{s.Hq * s.Nq, s.Nq, 1};
-  auto dq = at::empty(q.sizes(), qc.options());
-  auto dk = at::empty(k.sizes(), qc.options());
-  auto dv = at::empty(v.sizes(), qc.options());
+  auto dq = empty(q.sizes(), dt, q);
+  auto dk = empty(k.sizes(), dt, q);
+  auto dv = empty(v.sizes(), dt, q);
 
-  const cpu::AttnPlan plan = cpu::attention_plan(s, is_varlen, k.size(0), at::get_num_threads());
-  auto delta = at::empty({s.B, s.Hq, s.Nq}, qc.options());
-  at::Tensor dk_accum, dv_accum, k_packed, v_packed;
+  const cpu::AttnPlan plan = cpu::attention_plan(s, is_varlen, k.size(0), torch::stable::get_num_threads());
+  auto delta = empty({s.B, s.Hq, s.Nq}, dt, q);
+  OptTensor dk_accum, dv_accum, k_packed, v_packed;
   if (s.Hq > s.Hkv) {
     const int64_t n = is_varlen ? s.Hq * k.size(0) * s.D : s.B * s.Hq * s.Nk * s.D;
-    dk_accum = at::empty({n}, qc.options());
-    dv_accum = at::empty({n}, qc.options());
+    dk_accum = empty({n}, dt, q);
+    dv_accum = empty({n}, dt, q);
   }
   if (plan.pack_k) {
-    k_packed = at::empty({plan.packed_elems}, qc.options());
-    v_packed = at::empty({plan.packed_elems}, qc.options());
+    k_packed = empty({plan.packed_elems}, dt, q);
+    v_packed = empty({plan.packed_elems}, dt, q);
   }
-  auto opt_ptr = []<typename T>(const at::Tensor& t) -> T* { return t.defined() ? t.data_ptr<T>() : nullptr; };
 
   dispatch_compute(dt, [&]<typename T>() {
     AttnBwdParams<T> p{};
@@ -319,52 +321,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const AttnShape& s, cons
     p.mask = mask;
     p.dropout = make_dropout(o);
     p.varlen = varlen_ptrs(vl);
-    p.q = qc.data_ptr<T>(), p.q_st = strides3(qc);
-    p.k = kc.data_ptr<T>(), p.k_st = strides3(kc);
-    p.v = vc.data_ptr<T>(), p.v_st = strides3(vc);
-    p.out = oc.data_ptr<T>(), p.o_st = strides3(oc);
-    p.grad_out = gc.data_ptr<T>(), p.do_st = strides3(gc);
-    p.lse = lc.data_ptr<T>(), p.lse_lo = llc.data_ptr<T>(), p.lse_st = lse_st;
-    p.grad_q = dq.data_ptr<T>(), p.dq_st = strides3(dq);
-    p.grad_k = dk.data_ptr<T>(), p.dk_st = strides3(dk);
-    p.grad_v = dv.data_ptr<T>(), p.dv_st = strides3(dv);
-    p.delta = delta.data_ptr<T>();
+    p.q = ptr<T>(qc), p.q_st = strides3(qc);
+    p.k = ptr<T>(kc), p.k_st = strides3(kc);
+    p.v = ptr<T>(vc), p.v_st = strides3(vc);
+    p.out = ptr<T>(oc), p.o_st = strides3(oc);
+    p.grad_out = ptr<T>(gc), p.do_st = strides3(gc);
+    p.lse = ptr<T>(lc), p.lse_lo = ptr<T>(llc), p.lse_st = lse_st;
+    p.grad_q = ptr<T>(dq), p.dq_st = strides3(dq);
+    p.grad_k = ptr<T>(dk), p.dk_st = strides3(dk);
+    p.grad_v = ptr<T>(dv), p.dv_st = strides3(dv);
+    p.delta = ptr<T>(delta);
     p.dq_accum = nullptr;  // the CPU accumulates dQ in grad_q itself (T is the accumulation type)
-    p.dk_accum = opt_ptr.template operator()<T>(dk_accum);
-    p.dv_accum = opt_ptr.template operator()<T>(dv_accum);
-    p.k_packed = opt_ptr.template operator()<T>(k_packed);
-    p.v_packed = opt_ptr.template operator()<T>(v_packed);
-    cpu::attention_backward<T>(p, torch_parallel_for());
+    p.dk_accum = ptr<T>(dk_accum);
+    p.dv_accum = ptr<T>(dv_accum);
+    p.k_packed = ptr<T>(k_packed);
+    p.v_packed = ptr<T>(v_packed);
+    cpu::kernels<T>().attention_backward(p, torch_parallel_for());
   });
   const auto st = q.scalar_type();
-  return {dq.to(st), dk.to(st), dv.to(st)};
+  return {to_dtype(dq, st), to_dtype(dk, st), to_dtype(dv, st)};
 }
 
 // ------------------------------------------------------------- the ops --
-std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_fwd(
-    const at::Tensor& q,                           // (B, Hq, Nq, D)
-    const at::Tensor& k,                           // (B, Hkv, Nk, D)
-    const at::Tensor& v,                           // (B, Hkv, Nk, D)
-    const std::optional<at::Tensor>& attn_mask,    // broadcastable to (B, Hq, Nq, Nk)
+std::tuple<Tensor, Tensor, Tensor> attention_fwd(
+    const Tensor& q,                           // (B, Hq, Nq, D)
+    const Tensor& k,                           // (B, Hkv, Nk, D)
+    const Tensor& v,                           // (B, Hkv, Nk, D)
+    const OptTensor& attn_mask,    // broadcastable to (B, Hq, Nq, Nk)
     double dropout_p, bool is_causal, double scale, int64_t window_left, int64_t window_right, int64_t seed,
     int64_t offset) {
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
   const AttnShape s = check_qkv(kFwd, q, k, v, o);
   AttnMask mask;
-  const at::Tensor mask_keep = prepare_mask(kFwd, attn_mask, q, s, compute_dtype(q), mask);
+  const Tensor mask_keep = prepare_mask(kFwd, attn_mask, q, s, compute_dtype(q), mask);
   if (q.is_cuda()) no_cuda_kernel(kFwd);
   return forward(s, nullptr, q, k, v, mask, o);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_bwd(
-    const at::Tensor& grad_out,                    // (B, Hq, Nq, D)
-    const at::Tensor& q,                           // (B, Hq, Nq, D)
-    const at::Tensor& k,                           // (B, Hkv, Nk, D)
-    const at::Tensor& v,                           // (B, Hkv, Nk, D)
-    const at::Tensor& out,                         // (B, Hq, Nq, D)
-    const at::Tensor& lse,                         // (B, Hq, Nq)
-    const at::Tensor& lse_lo,                      // (B, Hq, Nq)
-    const std::optional<at::Tensor>& attn_mask,    // broadcastable to (B, Hq, Nq, Nk)
+std::tuple<Tensor, Tensor, Tensor> attention_bwd(
+    const Tensor& grad_out,                    // (B, Hq, Nq, D)
+    const Tensor& q,                           // (B, Hq, Nq, D)
+    const Tensor& k,                           // (B, Hkv, Nk, D)
+    const Tensor& v,                           // (B, Hkv, Nk, D)
+    const Tensor& out,                         // (B, Hq, Nq, D)
+    const Tensor& lse,                         // (B, Hq, Nq)
+    const Tensor& lse_lo,                      // (B, Hq, Nq)
+    const OptTensor& attn_mask,    // broadcastable to (B, Hq, Nq, Nk)
     double dropout_p, bool is_causal, double scale, int64_t window_left, int64_t window_right, int64_t seed,
     int64_t offset) {
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
@@ -376,17 +378,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_bwd(
   check_lse(kBwd, "lse", lse, q, dt, lse_shape, "(B, Hq, Nq)");
   check_lse(kBwd, "lse_lo", lse_lo, q, dt, lse_shape, "(B, Hq, Nq)");
   AttnMask mask;
-  const at::Tensor mask_keep = prepare_mask(kBwd, attn_mask, q, s, dt, mask);
+  const Tensor mask_keep = prepare_mask(kBwd, attn_mask, q, s, dt, mask);
   if (q.is_cuda()) no_cuda_kernel(kBwd);
   return backward(s, nullptr, grad_out, q, k, v, out, lse, lse_lo, mask, o);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_fwd(
-    const at::Tensor& q,             // (total_q, Hq, D)
-    const at::Tensor& k,             // (total_k, Hkv, D)
-    const at::Tensor& v,             // (total_k, Hkv, D)
-    const at::Tensor& cu_seqlens_q,  // (B + 1) int32
-    const at::Tensor& cu_seqlens_k,  // (B + 1) int32
+std::tuple<Tensor, Tensor, Tensor> attention_varlen_fwd(
+    const Tensor& q,             // (total_q, Hq, D)
+    const Tensor& k,             // (total_k, Hkv, D)
+    const Tensor& v,             // (total_k, Hkv, D)
+    const Tensor& cu_seqlens_q,  // (B + 1) int32
+    const Tensor& cu_seqlens_k,  // (B + 1) int32
     int64_t max_seqlen_q, int64_t max_seqlen_k, double dropout_p, bool is_causal, double scale, int64_t window_left,
     int64_t window_right, int64_t seed, int64_t offset) {
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
@@ -395,16 +397,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_fwd(
   return forward(s, &vl, q, k, v, AttnMask{}, o);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_bwd(
-    const at::Tensor& grad_out,      // (total_q, Hq, D)
-    const at::Tensor& q,             // (total_q, Hq, D)
-    const at::Tensor& k,             // (total_k, Hkv, D)
-    const at::Tensor& v,             // (total_k, Hkv, D)
-    const at::Tensor& out,           // (total_q, Hq, D)
-    const at::Tensor& lse,           // (Hq, total_q)
-    const at::Tensor& lse_lo,        // (Hq, total_q)
-    const at::Tensor& cu_seqlens_q,  // (B + 1) int32
-    const at::Tensor& cu_seqlens_k,  // (B + 1) int32
+std::tuple<Tensor, Tensor, Tensor> attention_varlen_bwd(
+    const Tensor& grad_out,      // (total_q, Hq, D)
+    const Tensor& q,             // (total_q, Hq, D)
+    const Tensor& k,             // (total_k, Hkv, D)
+    const Tensor& v,             // (total_k, Hkv, D)
+    const Tensor& out,           // (total_q, Hq, D)
+    const Tensor& lse,           // (Hq, total_q)
+    const Tensor& lse_lo,        // (Hq, total_q)
+    const Tensor& cu_seqlens_q,  // (B + 1) int32
+    const Tensor& cu_seqlens_k,  // (B + 1) int32
     int64_t max_seqlen_q, int64_t max_seqlen_k, double dropout_p, bool is_causal, double scale, int64_t window_left,
     int64_t window_right, int64_t seed, int64_t offset) {
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
@@ -420,19 +422,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_varlen_bwd(
 
 // The dropout keep-mask the kernels draw for (B, Hq, Nq) = q's first dims and
 // Nk keys: bool (B, Hq, Nq, Nk), True = kept. For tests.
-at::Tensor attention_dropout_mask(const at::Tensor& q, int64_t Nk, double dropout_p, int64_t seed, int64_t offset) {
+Tensor attention_dropout_mask(const Tensor& q, int64_t Nk, double dropout_p, int64_t seed, int64_t offset) {
   const char* op = "fusedseq.attention_dropout_mask";
   checks::tensor(op, "q", q, 4, "(B, Hq, Nq, D)");
-  TORCH_CHECK_VALUE(Nk >= 1, op, ": argument 'Nk' must be >= 1, got ", Nk);
+  FUSEDSEQ_CHECK_VALUE(Nk >= 1, op, ": argument 'Nk' must be >= 1, got ", Nk);
   const AttnOptions o{dropout_p, false, 1.0, -1, -1, seed, offset};
   check_options(op, o);
   if (q.is_cuda()) no_cuda_kernel(op);
-  auto keep = at::empty({q.size(0), q.size(1), q.size(2), Nk}, q.options().dtype(at::kBool));
+  auto keep = empty({q.size(0), q.size(1), q.size(2), Nk}, ScalarType::Bool, q);
   AttnDropoutMaskParams<float> p{};
   p.s = make_shape(q.size(0), q.size(1), q.size(1), q.size(2), Nk, q.size(3), o, false);
   p.dropout = make_dropout(o);
-  p.keep = reinterpret_cast<uint8_t*>(keep.data_ptr<bool>());
-  cpu::attention_dropout_mask<float>(p, torch_parallel_for());
+  p.keep = static_cast<uint8_t*>(keep.mutable_data_ptr());
+  cpu::kernels<float>().attention_dropout_mask(p, torch_parallel_for());
   return keep;
 }
 
@@ -442,13 +444,13 @@ at::Tensor attention_dropout_mask(const at::Tensor& q, int64_t Nk, double dropou
 // and mkldnn tensors dispatch to their own keys; registering there too lets
 // the layout check name the offending argument instead of the dispatcher's
 // generic "could not run" error.
-#define FUSEDSEQ_ATTENTION_IMPLS(KEY)                                \
-  TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                             \
-    m.impl("attention_fwd", &attention_fwd);                         \
-    m.impl("attention_bwd", &attention_bwd);                         \
-    m.impl("attention_varlen_fwd", &attention_varlen_fwd);           \
-    m.impl("attention_varlen_bwd", &attention_varlen_bwd);           \
-    m.impl("attention_dropout_mask", &attention_dropout_mask);       \
+#define FUSEDSEQ_ATTENTION_IMPLS(KEY)                                     \
+  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                           \
+    m.impl("attention_fwd", TORCH_BOX(&attention_fwd));                   \
+    m.impl("attention_bwd", TORCH_BOX(&attention_bwd));                   \
+    m.impl("attention_varlen_fwd", TORCH_BOX(&attention_varlen_fwd));     \
+    m.impl("attention_varlen_bwd", TORCH_BOX(&attention_varlen_bwd));     \
+    m.impl("attention_dropout_mask", TORCH_BOX(&attention_dropout_mask)); \
   }
 FUSEDSEQ_ATTENTION_IMPLS(CPU)
 FUSEDSEQ_ATTENTION_IMPLS(CUDA)

@@ -42,14 +42,14 @@
 // before any product is computed.
 #include <cmath>
 #include <limits>
-#include <vector>
+#include <memory>
 
 #include "common/philox.h"
 #include "cpu/attention_plan.h"
 #include "cpu/kernels_cpu.h"
 #include "cpu/microkernels.h"
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 namespace {
 
 constexpr int64_t BM = kAttnBM;
@@ -59,6 +59,30 @@ constexpr double kLog2e = 1.4426950408889634;
 
 template <typename T>
 constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+
+// A task loop's scratch (a thread's tiles): uninitialised, written before
+// read. Defined here rather than taken from std::vector so that every
+// function this file compiles lives in this ISA's namespace (std::vector's
+// zero-filling constructor got an AVX clone the baseline build could share).
+template <typename T>
+class Scratch {
+ public:
+  Scratch() = default;
+  explicit Scratch(int64_t n) : p_(new T[static_cast<size_t>(n)]), n_(n) {}
+  void reserve(int64_t n) {
+    if (n > n_) *this = Scratch(n);
+  }
+  T* data() { return p_.get(); }
+  const T* data() const { return p_.get(); }
+  T& operator[](int64_t i) { return p_[i]; }
+  const T& operator[](int64_t i) const { return p_[i]; }
+  T* begin() { return p_.get(); }
+  T* end() { return p_.get() + n_; }
+
+ private:
+  std::unique_ptr<T[]> p_;
+  int64_t n_ = 0;
+};
 
 // ------------------------------------------------------------- sequences --
 // Lengths of sequence b and the token its rows start at, in the tensors
@@ -329,12 +353,12 @@ inline void scores(int64_t mq, int64_t kn, int64_t D, const T* A, int64_t lda, c
 template <typename T>
 struct FwdRows {
   int64_t mq = 0;
-  std::vector<int64_t> h, i;  // query head and position of each row
-  std::vector<KeyRange> keys;
-  std::vector<const void*> mask;
-  std::vector<T> Q, S, O, m, l;
-  std::vector<double> Ot, M, L;
-  std::vector<uint8_t> keep;
+  Scratch<int64_t> h, i;  // query head and position of each row
+  Scratch<KeyRange> keys;
+  Scratch<const void*> mask;
+  Scratch<T> Q, S, O, m, l;
+  Scratch<double> Ot, M, L;
+  Scratch<uint8_t> keep;
 
   explicit FwdRows(int64_t D)
       : h(BM), i(BM), keys(BM), mask(BM), Q(BM * D), S(BM * BN), O(BM * D), m(BM), l(BM), Ot(BM * D), M(BM),
@@ -517,7 +541,7 @@ void merge_splits(const AttnFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t D = s.D, rows = s.B * s.Hq * s.Nq;
   const double keep_scale = dropout_on(p.dropout) ? 1.0 / (1.0 - p.dropout.p) : 1.0;
   pf(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    std::vector<double> o(D);
+    Scratch<double> o(D);
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t b = row / (s.Hq * s.Nq), h = (row / s.Nq) % s.Hq, i = row % s.Nq;
       const Seq sq = sequence(s, p.varlen, b);
@@ -594,10 +618,10 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
   const T keep_scale = drop ? static_cast<T>(1.0 / (1.0 - p.dropout.p)) : T(1);
 
   pf(0, s.B * s.Hq, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> P(BM * BN), dS(BM * BN), dK(BN * D), dV(BN * D), Qz(BM * D);
-    std::vector<uint8_t> keep(BN);
-    std::vector<KeyRange> keys;
-    std::vector<const void*> mrows;
+    Scratch<T> P(BM * BN), dS(BM * BN), dK(BN * D), dV(BN * D), Qz(BM * D);
+    Scratch<uint8_t> keep(BN);
+    Scratch<KeyRange> keys;
+    Scratch<const void*> mrows;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / s.Hq, h = t % s.Hq, hk = h / group;
       const Seq sq = sequence(s, p.varlen, b);
@@ -617,8 +641,8 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
       const int64_t dk_n = group > 1 ? acc_st.n : p.dk_st.n, dv_n = group > 1 ? acc_st.n : p.dv_st.n;
 
       // Rows: visible keys (empty for rows that saw nothing: lse = -inf), δ.
-      keys.resize(sq.nq);
-      mrows.resize(sq.nq);
+      keys.reserve(sq.nq);
+      mrows.reserve(sq.nq);
       int64_t lo = sq.nk, hi = 0;
       for (int64_t i = 0; i < sq.nq; ++i) {
         keys[i] = lse[i * p.lse_st.n] == kNegInf<Acc> ? KeyRange{0, 0} : visible_keys(s, sq, i);
@@ -760,4 +784,4 @@ template void attention_backward<double>(const AttnBwdParams<double>&, const Par
 template void attention_dropout_mask<float>(const AttnDropoutMaskParams<float>&, const ParallelFor&);
 template void attention_dropout_mask<double>(const AttnDropoutMaskParams<double>&, const ParallelFor&);
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

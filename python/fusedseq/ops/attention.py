@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
-from . import _args
+from . import _args, _autocast
 
 _ops = torch.ops.fusedseq
 
@@ -107,6 +107,12 @@ def _refuse_double_backward(op_name: str):
 for _op, _public in (("attention_bwd", "fusedseq.attention"), ("attention_varlen_bwd", "fusedseq.attention_varlen")):
     torch.library.register_autograd(f"fusedseq::{_op}", _refuse_double_backward(_public),
                                     setup_context=lambda ctx, inputs, output: None)
+
+
+# Under torch.autocast the forward ops run in the autocast dtype, as SDPA; a
+# float32 attn_mask is cast with q, k and v (SDPA's autocast rule casts it too).
+_autocast.register("attention_fwd")
+_autocast.register("attention_varlen_fwd")
 
 
 # --------------------------------------------------------------- dropout --

@@ -21,5 +21,7 @@ py="$venv/bin/python"
 # torch installed here (a torch in an isolated build env would not match).
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
   cmake ninja tqdm matplotlib pytest expecttest
+# Test-only: the transformers integration's tests (fusedseq itself never imports it).
+"$py" -m pip install -q --disable-pip-version-check "transformers>=4.56"
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation .
 "$py" -c "import fusedseq; i = fusedseq.build_info(); print('fusedseq', i['version'], 'torch', i['torch_version'], 'cpu isa', i['cpu_isa'], 'of', i['cpu_isas_compiled'], 'cuda', i['cuda_compiled'])"

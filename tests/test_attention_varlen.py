@@ -140,3 +140,26 @@ def test_varlen_aliases_match_flash_attn_names(make):
     a = fusedseq.attention_varlen(q, k, v, cu, cu, 6, 6, 0.0, 0.3, True, (2, 0))  # flash_attn_varlen_func order
     b = fusedseq.attention_varlen(q, k, v, cu, cu, 6, 6, scale=0.3, is_causal=True, window=(2, 0))
     assert torch.equal(a, b)
+
+
+def test_outputs_fully_written_over_poisoned_memory(make):
+    """Outputs, LSE and gradients are allocated fresh over NaN-poisoned heap
+    chunks: empty sequences, rows no key reaches (window) and the GQA
+    partial sums must all be written, never left as found."""
+    from conftest import nbytes, poison_heap
+    lens_q, lens_k = [0, 7, 3, 40], [5, 0, 9, 40]
+    cu_q, cu_k = cu_seqlens(lens_q), cu_seqlens(lens_k)
+    q, k, v = make(50, 4, 16, requires_grad=True), make(54, 2, 16, requires_grad=True), make(54, 2, 16,
+                                                                                             requires_grad=True)
+    sizes = [nbytes(s, torch.float32) for s in [(50, 4, 16), (54, 2, 16), (4, 50), (4, 54, 16)]]
+    poison_heap(*sizes)
+    out, lse = fusedseq.attention_varlen(q, k, v, cu_q, cu_k, 40, 40, causal=True, window_size=(2, 0),
+                                         return_lse=True)
+    poison_heap(*sizes)
+    grads = torch.autograd.grad(out, [q, k, v], make(50, 4, 16))
+    for t in (out, *grads):
+        assert torch.isfinite(t).all()
+    assert torch.isneginf(lse[:, 0:7]).all()  # sequence 1 has no keys
+    assert torch.equal(out[0:7], torch.zeros_like(out[0:7]))
+    ref = reference.attention_varlen(q.double(), k.double(), v.double(), cu_q, cu_k, True, None, (2, 0))
+    assert rel_err(out, ref) <= 1e-5

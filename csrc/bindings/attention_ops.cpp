@@ -223,6 +223,19 @@ AttnVarlen varlen_ptrs(const Varlen* vl) {
           static_cast<const int32_t*>(vl->cu_k.const_data_ptr())};
 }
 
+// What the forward and backward params share: shape, options, q, k, v.
+template <typename T, typename Params>
+void fill_inputs(Params& p, const AttnShape& s, const Varlen* vl, const AttnMask& mask, const AttnOptions& o,
+                 const Tensor& qc, const Tensor& kc, const Tensor& vc) {
+  p.s = s;
+  p.mask = mask;
+  p.dropout = make_dropout(o);
+  p.varlen = varlen_ptrs(vl);
+  p.q = ptr<T>(qc), p.q_st = strides3(qc);
+  p.k = ptr<T>(kc), p.k_st = strides3(kc);
+  p.v = ptr<T>(vc), p.v_st = strides3(vc);
+}
+
 // ---------------------------------------------------------------- forward --
 // out like q; lse, lse_lo (B, Hq, Nq) dense or (Hq, total_q) varlen, in the
 // accumulation dtype (float32, float64 for float64 inputs).
@@ -247,13 +260,7 @@ std::tuple<Tensor, Tensor, Tensor> forward(const AttnShape& s, const Varlen* vl,
 
   dispatch_compute(dt, [&]<typename T>() {
     AttnFwdParams<T> p{};
-    p.s = s;
-    p.mask = mask;
-    p.dropout = make_dropout(o);
-    p.varlen = varlen_ptrs(vl);
-    p.q = ptr<T>(qc), p.q_st = strides3(qc);
-    p.k = ptr<T>(kc), p.k_st = strides3(kc);
-    p.v = ptr<T>(vc), p.v_st = strides3(vc);
+    fill_inputs<T>(p, s, vl, mask, o, qc, kc, vc);
     p.out = ptr<T>(out), p.o_st = strides3(out);
     p.lse = ptr<T>(lse), p.lse_lo = ptr<T>(lse_lo), p.lse_st = lse_st;
     p.num_splits = plan.num_splits;
@@ -317,13 +324,7 @@ std::tuple<Tensor, Tensor, Tensor> backward(const AttnShape& s, const Varlen* vl
 
   dispatch_compute(dt, [&]<typename T>() {
     AttnBwdParams<T> p{};
-    p.s = s;
-    p.mask = mask;
-    p.dropout = make_dropout(o);
-    p.varlen = varlen_ptrs(vl);
-    p.q = ptr<T>(qc), p.q_st = strides3(qc);
-    p.k = ptr<T>(kc), p.k_st = strides3(kc);
-    p.v = ptr<T>(vc), p.v_st = strides3(vc);
+    fill_inputs<T>(p, s, vl, mask, o, qc, kc, vc);
     p.out = ptr<T>(oc), p.o_st = strides3(oc);
     p.grad_out = ptr<T>(gc), p.do_st = strides3(gc);
     p.lse = ptr<T>(lc), p.lse_lo = ptr<T>(llc), p.lse_st = lse_st;

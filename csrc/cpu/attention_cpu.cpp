@@ -41,6 +41,7 @@
 // row of a query tile may see, or that the mask hides entirely, are skipped
 // before any product is computed.
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 
@@ -217,11 +218,84 @@ inline T scale_and_max(T* x, int64_t n, T c) {
   return mx;
 }
 
+// x[0:n) = x·c, then masked in the same pass: bool rows (unit key stride)
+// set -inf where the mask is 0, additive rows add it. Returns the max (NaN
+// if any is NaN). One pass instead of scale, mask and max apart.
+template <typename T>
+inline T scale_mask_max(T* x, int64_t n, T c, MaskKind kind, const void* row) {
+  T mx = kNegInf<T>;
+  int64_t j = 0;
+#if FUSEDSEQ_AVX2
+  if constexpr (std::is_same_v<T, float>) {
+    const __m256 cv = _mm256_set1_ps(c), ninf = _mm256_set1_ps(kNegInf<float>);
+    __m256 mv = ninf, nan = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+      __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), cv);
+      if (kind == MaskKind::Bool) {
+        int64_t bytes;
+        std::memcpy(&bytes, static_cast<const uint8_t*>(row) + j, 8);
+        const __m256i m = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
+        v = _mm256_blendv_ps(v, ninf, _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, _mm256_setzero_si256())));
+      } else {
+        v = _mm256_add_ps(v, _mm256_loadu_ps(static_cast<const float*>(row) + j));
+      }
+      _mm256_storeu_ps(x + j, v);
+      mv = _mm256_max_ps(mv, v);
+      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    mx = _mm256_movemask_ps(nan) ? std::numeric_limits<T>::quiet_NaN() : hmax(mv);
+  }
+#endif
+  for (; j < n; ++j) {
+    T v = x[j] * c;
+    if (kind == MaskKind::Bool)
+      v = static_cast<const uint8_t*>(row)[j] ? v : kNegInf<T>;
+    else
+      v += static_cast<const T*>(row)[j];
+    x[j] = v;
+    mx = nan_max(mx, v);
+  }
+  return mx;
+}
+
 template <typename T>
 inline T row_max(const T* x, int64_t n) {
   T mx = kNegInf<T>;
   for (int64_t j = 0; j < n; ++j) mx = nan_max(mx, x[j]);
   return mx;
+}
+
+// Scores of keys [j0 + a, j0 + e) of one row turned into logits in place:
+// x = S · scale, then the mask. Returns their max. The forward and the
+// backward both call this, so that the backward recomputes the forward's
+// logits bit for bit (its P is taken against the forward's LSE).
+// Are the n bytes at r all 1 (a bool mask that hides nothing here)?
+inline bool all_true(const uint8_t* r, int64_t n) {
+  constexpr uint64_t kOnes = 0x0101010101010101ull;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    uint64_t w;
+    std::memcpy(&w, r + j, 8);
+    if (w != kOnes) return false;
+  }
+  for (; j < n; ++j)
+    if (r[j] != 1) return false;
+  return true;
+}
+
+template <typename T>
+inline T logits_row(T* x, int64_t a, int64_t e, T scale, const AttnMask& m, const void* mrow, int64_t j0) {
+  if (mrow == nullptr) return scale_and_max(x + a, e - a, scale);
+  // Where a bool mask hides nothing (most tiles of a padding mask) it costs one check.
+  if (m.kind == MaskKind::Bool && m.k == 1 && all_true(static_cast<const uint8_t*>(mrow) + j0 + a, e - a))
+    return scale_and_max(x + a, e - a, scale);
+  if (m.k == 1) {  // the usual layout: the mask row contiguous along the keys
+    const int64_t esz = m.kind == MaskKind::Bool ? 1 : static_cast<int64_t>(sizeof(T));
+    return scale_mask_max<T>(x + a, e - a, scale, m.kind, static_cast<const char*>(mrow) + (j0 + a) * esz);
+  }
+  scale_and_max(x + a, e - a, scale);
+  apply_mask<T>(m, mrow, j0, x, a, e);
+  return row_max(x + a, e - a);
 }
 
 // x[0:n) = e^((x − m1) − m2), computed as 2^(((x − m1) − m2)·log2 e); returns
@@ -490,11 +564,7 @@ void forward_task(const AttnFwdParams<T>& p, const AttnQueryTiling& tiling, int6
       std::fill(x + ka, x + a, T(0));
       std::fill(x + e, x + kb, T(0));
       if (a >= e) continue;
-      T mt = scale_and_max(x + a, e - a, scale);
-      if (w.mask[r]) {
-        apply_mask<T>(p.mask, w.mask[r], j0, x, a, e);
-        mt = row_max(x + a, e - a);
-      }
+      const T mt = logits_row<T>(x, a, e, scale, p.mask, w.mask[r], j0);
       if (mt == kNegInf<T>) {  // every key of this tile masked for this row
         std::fill(x + a, x + e, T(0));
         continue;
@@ -724,8 +794,7 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
             std::fill(ds + ka, ds + a, T(0));
             std::fill(ds + e, ds + kb, T(0));
             if (a >= e) continue;
-            scale_row(x + a, e - a, scale);
-            if (mrows[i0 + r]) apply_mask<T>(p.mask, mrows[i0 + r], j0, x, a, e);
+            logits_row<T>(x, a, e, scale, p.mask, mrows[i0 + r], j0);  // the forward's very operations
             const int64_t li = (i0 + r) * p.lse_st.n;
             exp_shifted_sum<T>(x + a, e - a, lse[li], lse_lo[li]);
             if (drop) {

@@ -421,20 +421,6 @@ inline void scores(int64_t mq, int64_t kn, int64_t D, const T* A, int64_t lda, c
   }
 }
 
-// Asks for keys [j, j + n) of K and V to be brought towards L2 while the
-// current tile is computed. Decoding reads K and V once, as stored, at
-// 1 KiB per key (D = 128): the hardware prefetchers alone left the cores
-// waiting on DRAM line by line.
-template <typename T>
-inline void prefetch_rows(const T* k, const T* v, int64_t k_ld, int64_t v_ld, int64_t j, int64_t n, int64_t D) {
-  constexpr int64_t kLine = 64 / sizeof(T);
-  for (int64_t r = j; r < j + n; ++r)
-    for (int64_t d = 0; d < D; d += kLine) {
-      __builtin_prefetch(k + r * k_ld + d, 0, 2);
-      __builtin_prefetch(v + r * v_ld + d, 0, 2);
-    }
-}
-
 // ---------------------------------------------------------- forward task --
 // Per-row state of a forward task. (m, l, O) accumulate the current chunk
 // of keys in T; (M, L, Ot) the merged total in float64.
@@ -555,7 +541,6 @@ void forward_task(const AttnFwdParams<T>& p, const AttnQueryTiling& tiling, int6
     }
     if (!any) continue;  // the whole tile is masked, out of window, or in the causal future
 
-    if (!kpacked) prefetch_rows(krows, vrows, p.k_st.n, p.v_st.n, j0 + BN, std::min(BN, sq.nk - j0 - BN), D);
     T* S = w.S.data();
     scores<T>(mq, kn, D, w.Q.data(), D, kpacked, krows, p.k_st.n, j0, S);
     for (int64_t r = 0; r < mq; ++r) {

@@ -190,6 +190,27 @@ def test_compile_fullgraph_raw_ops_with_dropout(make):
     torch._dynamo.reset()
 
 
+def test_compile_with_dropout_reproduces_eager(make):
+    """The public function with dropout under torch.compile (one graph break
+    to draw the Philox key from torch's generator): the same output as eager
+    under the same seed, a fresh mask on the next call, and a backward."""
+    torch._dynamo.reset()
+    q = make(1, 2, 7, 8, requires_grad=True)
+
+    def f(q):
+        return fusedseq.attention(q, q.cos(), q, dropout_p=0.3).sin()
+
+    compiled = torch.compile(f)
+    torch.manual_seed(3)
+    a = compiled(q)
+    torch.manual_seed(3)
+    assert torch.equal(a, f(q))
+    assert not torch.equal(a, compiled(q))
+    (g,) = torch.autograd.grad(a.sum(), [q])
+    assert torch.isfinite(g).all()
+    torch._dynamo.reset()
+
+
 # ---------------------------------------------------------------- autocast --
 @pytest.mark.parametrize("autocast_dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_autocast_with_float_mask(autocast_dtype, make):

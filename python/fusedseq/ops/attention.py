@@ -223,7 +223,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = Non
             whenever > 0: this is a function, it has no train/eval mode).
             The mask comes from a counter-based generator (Philox) keyed by
             torch's generator (``torch.manual_seed`` reproduces it) and is
-            regenerated in the backward, never stored.
+            regenerated in the backward, never stored. Under ``torch.compile``
+            the key is drawn with ``.item()``: one graph break, so
+            ``fullgraph=True`` needs ``dropout_p=0`` (or the raw op
+            ``torch.ops.fusedseq.attention_fwd`` with an explicit key).
         is_causal: query ``i`` sees keys ``j <= i`` (top-left aligned, as
             SDPA). Cannot be combined with ``attn_mask`` (SDPA refuses too).
         scale: multiplies ``Q Kᵀ``; default ``1 / sqrt(D)``.

@@ -219,6 +219,8 @@ struct AttnBwdParams {
 
 // The dropout keep-mask itself, for tests: keep (B, Hq, Nq, Nk) contiguous,
 // 1 where the element survives, exactly as the kernels draw it (dense rows).
+// (T is unused: it only gives the kernel the shape of every other one in
+// the kernel table.)
 template <typename T>
 struct AttnDropoutMaskParams {
   AttnShape s;

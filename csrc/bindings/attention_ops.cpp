@@ -85,15 +85,21 @@ void check_heads(const char* op, int64_t Hq, int64_t Hkv) {
                     ", dim 1 of 'q') must be a multiple of the number of key/value heads (", Hkv, ", dim 1 of 'k')");
 }
 
+// q, k, v: floating tensors of `dims` dims on a supported device; k and v like q.
+void check_kinds(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, int64_t dims,
+                 const char* q_layout, const char* kv_layout) {
+  checks::tensor(op, "q", q, dims, q_layout);
+  checks::supported_device(op, q);
+  checks::tensor(op, "k", k, dims, kv_layout);
+  checks::tensor(op, "v", v, dims, kv_layout);
+  like(op, "k", k, "q", q);
+  like(op, "v", v, "q", q);
+}
+
 // Checks dense q, k, v and returns their shape.
 AttnShape check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
                     const AttnOptions& o) {
-  checks::tensor(op, "q", q, 4, "(B, Hq, Nq, D)");
-  checks::supported_device(op, q);
-  checks::tensor(op, "k", k, 4, "(B, Hkv, Nk, D)");
-  checks::tensor(op, "v", v, 4, "(B, Hkv, Nk, D)");
-  like(op, "k", k, "q", q);
-  like(op, "v", v, "q", q);
+  check_kinds(op, q, k, v, 4, "(B, Hq, Nq, D)", "(B, Hkv, Nk, D)");
   const int64_t B = q.size(0), Hq = q.size(1), Nq = q.size(2), D = q.size(3);
   const int64_t Hkv = k.size(1), Nk = k.size(2);
   shape(op, "k", k, {B, Hkv, Nk, D}, "(B, Hkv, Nk, D) with B and D of 'q'");
@@ -188,12 +194,7 @@ std::pair<AttnShape, Varlen> check_varlen(const char* op, const Tensor& q, const
                                           const Tensor& v, const Tensor& cu_seqlens_q,
                                           const Tensor& cu_seqlens_k, int64_t max_seqlen_q,
                                           int64_t max_seqlen_k, const AttnOptions& o) {
-  checks::tensor(op, "q", q, 3, "(total_q, Hq, D)");
-  checks::supported_device(op, q);
-  checks::tensor(op, "k", k, 3, "(total_k, Hkv, D)");
-  checks::tensor(op, "v", v, 3, "(total_k, Hkv, D)");
-  like(op, "k", k, "q", q);
-  like(op, "v", v, "q", q);
+  check_kinds(op, q, k, v, 3, "(total_q, Hq, D)", "(total_k, Hkv, D)");
   const int64_t Hq = q.size(1), D = q.size(2), Hkv = k.size(1), total_k = k.size(0);
   shape(op, "k", k, {total_k, Hkv, D}, "(total_k, Hkv, D) with D of 'q'");
   shape(op, "v", v, {total_k, Hkv, D}, "(total_k, Hkv, D) matching 'k'");

@@ -193,34 +193,10 @@ inline T nan_max(T a, T b) {
   return (b > a || b != b) ? b : a;
 }
 
-// x[0:n) *= c; returns max over x[0:n), NaN if any is NaN.
-template <typename T>
-inline T scale_and_max(T* x, int64_t n, T c) {
-  T mx = kNegInf<T>;
-  int64_t j = 0;
-#if FUSEDSEQ_AVX2
-  if constexpr (std::is_same_v<T, float>) {
-    const __m256 cv = _mm256_set1_ps(c);
-    __m256 mv = _mm256_set1_ps(mx), nan = _mm256_setzero_ps();
-    for (; j + 8 <= n; j += 8) {
-      const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + j), cv);
-      _mm256_storeu_ps(x + j, v);
-      mv = _mm256_max_ps(mv, v);
-      nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    }
-    mx = _mm256_movemask_ps(nan) ? std::numeric_limits<T>::quiet_NaN() : hmax(mv);
-  }
-#endif
-  for (; j < n; ++j) {
-    x[j] *= c;
-    mx = nan_max(mx, x[j]);
-  }
-  return mx;
-}
-
 // x[0:n) = x·c, then masked in the same pass: bool rows (unit key stride)
-// set -inf where the mask is 0, additive rows add it. Returns the max (NaN
-// if any is NaN). One pass instead of scale, mask and max apart.
+// set -inf where the mask is 0, additive rows add it, MaskKind::None leaves
+// it at x·c. Returns the max (NaN if any is NaN). One pass instead of
+// scale, mask and max apart.
 template <typename T>
 inline T scale_mask_max(T* x, int64_t n, T c, MaskKind kind, const void* row) {
   T mx = kNegInf<T>;
@@ -236,7 +212,7 @@ inline T scale_mask_max(T* x, int64_t n, T c, MaskKind kind, const void* row) {
         std::memcpy(&bytes, static_cast<const uint8_t*>(row) + j, 8);
         const __m256i m = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
         v = _mm256_blendv_ps(v, ninf, _mm256_castsi256_ps(_mm256_cmpeq_epi32(m, _mm256_setzero_si256())));
-      } else {
+      } else if (kind == MaskKind::Additive) {
         v = _mm256_add_ps(v, _mm256_loadu_ps(static_cast<const float*>(row) + j));
       }
       _mm256_storeu_ps(x + j, v);
@@ -250,12 +226,18 @@ inline T scale_mask_max(T* x, int64_t n, T c, MaskKind kind, const void* row) {
     T v = x[j] * c;
     if (kind == MaskKind::Bool)
       v = static_cast<const uint8_t*>(row)[j] ? v : kNegInf<T>;
-    else
+    else if (kind == MaskKind::Additive)
       v += static_cast<const T*>(row)[j];
     x[j] = v;
     mx = nan_max(mx, v);
   }
   return mx;
+}
+
+// x[0:n) *= c; returns max over x[0:n), NaN if any is NaN.
+template <typename T>
+inline T scale_and_max(T* x, int64_t n, T c) {
+  return scale_mask_max<T>(x, n, c, MaskKind::None, nullptr);
 }
 
 template <typename T>

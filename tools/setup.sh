@@ -23,6 +23,8 @@ py="$venv/bin/python"
 # the stable ABI. `pip install .` with isolation works too, only slower.)
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
   cmake ninja tqdm matplotlib pytest expecttest
+# Test-only: the transformers integration's tests (fusedseq itself never imports it).
+"$py" -m pip install -q --disable-pip-version-check "transformers>=4.56"
 # One build folder per environment, so that switching between .venv and
 # .venv-cuda (or re-running after a failed build) recompiles only what changed.
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation \

@@ -39,9 +39,10 @@ FP32_RTOL = 1e-5
 LOWP_FACTOR = 2.0
 LOWP_FLOOR = 1e-3
 
-FWD_OPS = ("rnn_cell", "rnn", "attention_fwd")
-BWD_OPS = ("rnn_cell_backward", "rnn_backward", "attention_bwd")
-ALL_OPS = FWD_OPS + BWD_OPS
+FWD_OPS = ("rnn_cell", "rnn", "attention_fwd", "attention_varlen_fwd")
+BWD_OPS = ("rnn_cell_backward", "rnn_backward", "attention_bwd", "attention_varlen_bwd")
+OTHER_OPS = ("attention_dropout_mask",)  # neither differentiable nor autocast: the dropout mask, for tests
+ALL_OPS = FWD_OPS + BWD_OPS + OTHER_OPS
 
 
 def dtype_params(dtypes: Sequence[torch.dtype] = ALL_DTYPES):
@@ -290,14 +291,18 @@ def torch_rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", batc
     return out, h_n
 
 
-def torch_attention(q, k, v, causal=False, scale=None):
-    """SDPA as PyTorch picks it. PyTorch's CPU flash kernel returns NaN for
-    causal attention with a negative scale (torch 2.13), so a negative scale
-    is applied as SDPA(-q, scale=|scale|): the same logits, bit for bit
-    (negation is exact), through the same kernel."""
+def torch_attention(q, k, v, causal=False, scale=None, *, attn_mask=None, is_causal=None, dropout_p=0.0):
+    """SDPA as PyTorch picks it (``is_causal`` or its older name ``causal``).
+    PyTorch's CPU flash kernel returns NaN for causal attention with a
+    negative scale (torch 2.13), so a negative scale is applied as
+    SDPA(-q, scale=|scale|): the same logits, bit for bit (negation is
+    exact), through the same kernel."""
+    if is_causal is not None:
+        causal = is_causal
     if scale is not None and scale < 0:
         q, scale = -q, -scale
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal,
+                                          scale=scale, enable_gqa=True)
 
 
 def rnn_weights(make: Maker, I: int, H: int, *, bias=(True, True), dtype=torch.float64, w_hh_gain: float = 0.7):

@@ -30,7 +30,8 @@
   X(rnn_seq_forward, RnnSeqFwdParams)     \
   X(rnn_seq_backward, RnnSeqBwdParams)    \
   X(attention_forward, AttnFwdParams)     \
-  X(attention_backward, AttnBwdParams)
+  X(attention_backward, AttnBwdParams)    \
+  X(attention_dropout_mask, AttnDropoutMaskParams)
 
 namespace fusedseq::cpu {
 

@@ -10,12 +10,12 @@ import torch
 import fusedseq
 
 from .case import Case, Row
-from .cases import attention, rnn, rnn_cell
+from .cases import attention, attention_variants, rnn, rnn_cell
 from .engine import run_case
 from .flops import MODES
 from .timing import TimingOptions
 
-OPS = {"rnn_cell": rnn_cell, "rnn": rnn, "attention": attention}
+OPS = {"rnn_cell": rnn_cell, "rnn": rnn, "attention": attention, "attention_variants": attention_variants}
 
 # Names an op may have in build_info()["cuda_ops"]: its public name or its
 # torch.ops schema names.
@@ -23,6 +23,7 @@ _CUDA_OP_NAMES = {
     "rnn_cell": {"rnn_cell", "rnn_cell_backward"},
     "rnn": {"rnn", "rnn_backward"},
     "attention": {"attention", "attention_fwd", "attention_bwd"},
+    "attention_variants": {"attention_fwd", "attention_varlen_fwd"},
 }
 
 

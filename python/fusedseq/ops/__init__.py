@@ -5,7 +5,7 @@ adds what torch needs around them: a fake (meta) kernel per op so that
 ``torch.compile(fullgraph=True)`` can trace it, and autograd whose backward is
 itself a fused op. Importing it registers both.
 """
-from .attention import attention
+from .attention import attention, attention_varlen, attention_with_lse
 from .rnn import rnn, rnn_cell
 
-__all__ = ["attention", "rnn", "rnn_cell"]
+__all__ = ["attention", "attention_varlen", "attention_with_lse", "rnn", "rnn_cell"]

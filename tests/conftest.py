@@ -144,7 +144,9 @@ class Maker:
 
 @pytest.fixture
 def make(request) -> Maker:
-    return Maker(zlib.crc32(request.node.nodeid.encode()))
+    """Tensors on the test's ``device`` (when it takes that fixture), else the CPU."""
+    device = request.getfixturevalue("device") if "device" in request.fixturenames else "cpu"
+    return Maker(zlib.crc32(request.node.nodeid.encode()), device)
 
 
 def to64(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -125,6 +125,30 @@ def device(request) -> str:
         yield "cpu"
 
 
+@pytest.fixture(autouse=True)
+def kernels(request) -> str:
+    """For op tests whose tensors stay on the CPU (they do not take ``device``):
+    "cpu" runs the CPU kernels, "emulated" the ops' CUDA kernels on the host
+    emulator (pytest_generate_tests adds that variant to every test under an
+    ``ops`` marker). Every other test simply gets "cpu"."""
+    which = getattr(request, "param", "cpu")
+    if which == "cpu":
+        yield which
+        return
+    ops = request.node.get_closest_marker("ops").args
+    reason = emulated_skip_reason(ops)
+    if reason:
+        pytest.skip(reason)
+    with emulated_kernels(ops):
+        yield which
+
+
+def pytest_generate_tests(metafunc):
+    if "device" not in metafunc.fixturenames and metafunc.definition.get_closest_marker("ops") is not None:
+        metafunc.parametrize("kernels", ["cpu", pytest.param("emulated", marks=pytest.mark.emulated)],
+                             indirect=True)
+
+
 # -------------------------------------------------------------------- inputs --
 class Maker:
     """Fresh random tensors from a generator seeded by the test's id, so a

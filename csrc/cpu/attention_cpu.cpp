@@ -25,6 +25,7 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/grain.h"
 #include "cpu/kernels_cpu.h"
 #include "cpu/microkernels.h"
 
@@ -46,7 +47,7 @@ std::vector<T> pack_heads_transposed(const T* src, Strides3 st, int64_t B, int64
                                      const ParallelFor& pf) {
   const int64_t per_head = panels_size(D, N);
   std::vector<T> dst(B * H * per_head);
-  pf(0, B * H, 1, [&](int64_t t0, int64_t t1) {
+  pf(0, B * H, /*grain*/ grain_for(N * D), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t)
       pack_panels<T>(D, N, src + (t / H) * st.b + (t % H) * st.h, 1, st.n, dst.data() + t * per_head);
   });
@@ -166,7 +167,8 @@ void attention_forward(const AttnFwdParams<T>& p, const ParallelFor& pf) {
 
   const T c = static_cast<T>(s.scale * kLog2e);
   const int64_t nqt = div_up(s.Nq, BM);
-  pf(0, s.B * s.Hq * nqt, 1, [&](int64_t t0, int64_t t1) {
+  // grain: a task's two products, BM rows × the keys it visits (half of them on average when causal).
+  pf(0, s.B * s.Hq * nqt, /*grain*/ grain_for(2 * BM * s.Nk * D / (s.causal ? 2 : 1)), [&](int64_t t0, int64_t t1) {
     std::vector<T> S(BM * BN), O(BM * D), m(BM), l(BM);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / (s.Hq * nqt), h = (t / nqt) % s.Hq, i0 = (t % nqt) * BM;
@@ -226,7 +228,8 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
   const T c = static_cast<T>(s.scale * kLog2e);
   const T scale = static_cast<T>(s.scale);
 
-  pf(0, s.B * s.Hq, 1, [&](int64_t t0, int64_t t1) {
+  // grain: a task's five products over Nq × Nk × D (half of it when causal).
+  pf(0, s.B * s.Hq, /*grain*/ grain_for(5 * Nq * Nk * D / (s.causal ? 2 : 1)), [&](int64_t t0, int64_t t1) {
     std::vector<T> P(BM * BN), dS(BM * BN), dK(BN * D), dV(BN * D), delta(Nq);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / s.Hq, h = t % s.Hq, hk = h / group;
@@ -278,7 +281,7 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
 
   if (group > 1) {
     // grad[b, hk] = Σ_g partial[b, hk·group + g]
-    pf(0, s.B * s.Hkv, 1, [&](int64_t t0, int64_t t1) {
+    pf(0, s.B * s.Hkv, /*grain*/ grain_for(2 * group * Nk * D), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t n = Nk * D;
         T* dk = p.grad_k + t * n;

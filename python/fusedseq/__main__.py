@@ -24,8 +24,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="benchmark the ops against PyTorch's paths",
                        description=cli.DESCRIPTION)
-    cli.add_all_arguments(p)
-    p.set_defaults(handler=cli.run_bench)
+    cli.add_arguments(p)
+    p.set_defaults(handler=cli.run)
 
 
 def _info(args: argparse.Namespace) -> int:

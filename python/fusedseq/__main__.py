@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``fusedseq`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as given (e.g. for `fusedseq train`'s resume hint)
     return int(args.handler(args) or 0)
 
 

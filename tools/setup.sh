@@ -20,6 +20,6 @@ py="$venv/bin/python"
 # Build tools first: the extension is built without isolation, against the
 # torch installed here (a torch in an isolated build env would not match).
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
-  cmake ninja tqdm matplotlib pytest expecttest
+  cmake ninja tqdm matplotlib pytest expecttest hypothesis
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation .
 "$py" -c "import fusedseq; i = fusedseq.build_info(); print('fusedseq', i['version'], 'torch', i['torch_version'], 'simd', i['cpu_simd'], 'cuda', i['cuda_compiled'])"

@@ -203,7 +203,7 @@ def assert_elementwise(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype,
     rounds to ±1 is 0 in PyTorch's bf16 path as in ours."""
     out, ref = out.detach().to("cpu", torch.float64), ref.detach().to("cpu", torch.float64)
     eps, k = torch.finfo(dtype).eps, ELEMENT_EPS[dtype]
-    if baseline is not None and dtype in LOW_PRECISION:
+    if baseline is not None:
         base_err = (baseline.detach().to("cpu", torch.float64) - ref).abs()
         ours_err = (out - ref).abs()
         out = torch.where(ours_err <= LOWP_FACTOR * base_err, ref, out)  # those elements pass
@@ -230,17 +230,23 @@ def tolerance(dtype: torch.dtype, baseline_err: Optional[float] = None, numel: i
 
 
 def assert_accurate(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype,
-                    baseline: Optional[torch.Tensor] = None, what: str = "output") -> float:
+                    baseline: Optional[torch.Tensor] = None, what: str = "output",
+                    ill_conditioned: bool = False) -> float:
     """out (dtype) against the float64 ref, norm-wise (low precision against
     PyTorch's own result ``baseline`` in that dtype) and element by element.
-    Returns the norm-wise error."""
+    ``ill_conditioned``: the inputs may be ones where no fp32 computation
+    meets the fp32/fp64 bounds (random shapes: a softmax row dominated by one
+    key makes dQ, dK differences of nearly equal numbers), so there too being
+    within 2x PyTorch's own error passes. Returns the norm-wise error."""
     assert out.dtype == dtype, f"{what}: dtype {out.dtype}, expected {dtype}"
+    relative = baseline is not None and (dtype in LOW_PRECISION or ill_conditioned)
     err = rel_err(out, ref)
-    base_err = rel_err(baseline, ref) if (baseline is not None and dtype in LOW_PRECISION) else None
-    tol = tolerance(dtype, base_err, ref.numel())
+    base_err = rel_err(baseline, ref) if relative else None
+    tol = tolerance(dtype, base_err, ref.numel()) if dtype in LOW_PRECISION else \
+        max(tolerance(dtype), LOWP_FACTOR * float(base_err or 0.0))
     extra = f", PyTorch's own {DTYPE_IDS[dtype]} path: {base_err:.3g}" if base_err is not None else ""
     assert float(err) <= tol, f"{what}: relative error {err:.3g} > {tol:.3g} ({DTYPE_IDS[dtype]}{extra})"
-    assert_elementwise(out, ref, dtype, what, baseline if dtype in LOW_PRECISION else None)
+    assert_elementwise(out, ref, dtype, what, baseline if relative else None)
     return err
 
 
@@ -274,7 +280,8 @@ def fwd_bwd(fn: Callable, inputs: dict, cotangents: Optional[Sequence[Optional[t
 def check_against_reference(fused: Callable, reference: Callable, inputs: dict, dtype: torch.dtype,
                             make: Maker, *, baseline: Optional[Callable] = None,
                             used_outputs: Optional[Sequence[bool]] = None, device: str = "cpu",
-                            backward: bool = True, out_names: Sequence[str] = ("out",)):
+                            backward: bool = True, out_names: Sequence[str] = ("out",),
+                            ill_conditioned: bool = False):
     """Forward and backward of ``fused`` in ``dtype`` against ``reference`` in
     float64 on the same rounded inputs; in low precision, ``baseline``
     (PyTorch's own path) run in ``dtype`` sets the yardstick.
@@ -293,16 +300,18 @@ def check_against_reference(fused: Callable, reference: Callable, inputs: dict, 
                                               for n, t in rounded.items()},
                                   None if cots is None else [to64(c) for c in cots])
     base_outs, base_grads = (None, {})
-    if baseline is not None and dtype in LOW_PRECISION:
+    if baseline is not None and (dtype in LOW_PRECISION or ill_conditioned):
         base_outs, base_grads = fwd_bwd(baseline, rounded, cots)
     for i, (o, r) in enumerate(zip(outs, ref_outs)):
         assert o.device.type == torch.device(device).type
-        assert_accurate(o, r, dtype, None if base_outs is None else base_outs[i], what=out_names[i])
+        assert_accurate(o, r, dtype, None if base_outs is None else base_outs[i], what=out_names[i],
+                        ill_conditioned=ill_conditioned)
     if backward:
         assert set(grads) == set(ref_grads)
         for name, g in grads.items():
             assert g is not None, f"no gradient for {name}"
-            assert_accurate(g, ref_grads[name], dtype, base_grads.get(name), what=f"grad of {name}")
+            assert_accurate(g, ref_grads[name], dtype, base_grads.get(name), what=f"grad of {name}",
+                            ill_conditioned=ill_conditioned)
     return outs, grads
 
 

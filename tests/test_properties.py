@@ -72,6 +72,10 @@ def test_attention(seed, dtype, B, Hkv, group, Nq, Nk, D, causal, scale, bnhd):
     # over one element has no gradient) and their "error" is rounding noise
     # against 0: the forward and dV of such shapes are covered by test_attention.py.
     assume(Nk > 1 and not (causal and Nq == 1))
+    # Random shapes include ill-conditioned ones (few keys, one dominating a
+    # softmax row: dQ and dK are then differences of nearly equal numbers, and
+    # PyTorch's fp32 path misses 1e-5 as often as ours): ill_conditioned=True
+    # also accepts fp32/fp64 results within 2x PyTorch's own error.
     # Known weakness, reported (issue 15): in bf16/fp16 the backward takes
     # δ = rowsum(dO ∘ O) from the *rounded* output, and with a head dim below
     # ~8 the difference dP − δ can cancel to a few ulps of O, so one instance's
@@ -89,4 +93,5 @@ def test_attention(seed, dtype, B, Hkv, group, Nq, Nk, D, causal, scale, bnhd):
         views = {}
     kw = dict(causal=causal, scale=scale)
     check_against_reference(with_views(fusedseq.attention, views, **kw), with_views(reference.attention, views, **kw),
-                            dict(q=q, k=k, v=v), dtype, make, baseline=with_views(torch_attention, views, **kw))
+                            dict(q=q, k=k, v=v), dtype, make, baseline=with_views(torch_attention, views, **kw),
+                            ill_conditioned=True)

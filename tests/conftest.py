@@ -48,6 +48,7 @@ FP64_RTOL = 1e-12
 FP32_RTOL = 1e-5
 LOWP_FACTOR = 2.0
 LOWP_FLOOR = 1e-3
+ILL_CONDITIONED_FACTOR = 4.0
 
 # Per-element bounds: k of |Δ| ≤ k·eps·(rms(ref) + |ref|) for assert_accurate,
 # and the slack of the bound that rel_err(...) <= tol adds (see module doc).
@@ -196,17 +197,17 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> RelErr:
 
 
 def assert_elementwise(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str = "output",
-                       baseline: Optional[torch.Tensor] = None) -> None:
+                       baseline: Optional[torch.Tensor] = None, factor: float = LOWP_FACTOR) -> None:
     """Every element: |out − ref| ≤ k·eps·(rms(ref) + |ref|), k = ELEMENT_EPS[dtype];
-    in low precision, an element may instead be within LOWP_FACTOR × PyTorch's
-    own error on it (``baseline``): e.g. tanh' = 1 − h² from an output that
+    with a ``baseline``, an element may instead be within ``factor`` × PyTorch's
+    own error on it: e.g. tanh' = 1 − h² from an output that
     rounds to ±1 is 0 in PyTorch's bf16 path as in ours."""
     out, ref = out.detach().to("cpu", torch.float64), ref.detach().to("cpu", torch.float64)
     eps, k = torch.finfo(dtype).eps, ELEMENT_EPS[dtype]
     if baseline is not None:
         base_err = (baseline.detach().to("cpu", torch.float64) - ref).abs()
         ours_err = (out - ref).abs()
-        out = torch.where(ours_err <= LOWP_FACTOR * base_err, ref, out)  # those elements pass
+        out = torch.where(ours_err <= factor * base_err, ref, out)  # those elements pass
     ratio, where, got, want = _worst_element(out, ref)
     _log("element", dtype, ratio / eps)
     assert ratio <= k * eps, (f"{what}: element {list(where)} is {got!r}, reference {want!r}: |Δ| = "
@@ -236,17 +237,19 @@ def assert_accurate(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype,
     PyTorch's own result ``baseline`` in that dtype) and element by element.
     ``ill_conditioned``: the inputs may be ones where no fp32 computation
     meets the fp32/fp64 bounds (random shapes: a softmax row dominated by one
-    key makes dQ, dK differences of nearly equal numbers), so there too being
-    within 2x PyTorch's own error passes. Returns the norm-wise error."""
+    key makes dQ, dK differences of nearly equal numbers), so there being
+    within ILL_CONDITIONED_FACTOR x PyTorch's own error passes too (on one
+    such instance PyTorch may be lucky). Returns the norm-wise error."""
     assert out.dtype == dtype, f"{what}: dtype {out.dtype}, expected {dtype}"
     relative = baseline is not None and (dtype in LOW_PRECISION or ill_conditioned)
     err = rel_err(out, ref)
     base_err = rel_err(baseline, ref) if relative else None
     tol = tolerance(dtype, base_err, ref.numel()) if dtype in LOW_PRECISION else \
-        max(tolerance(dtype), LOWP_FACTOR * float(base_err or 0.0))
+        max(tolerance(dtype), ILL_CONDITIONED_FACTOR * float(base_err or 0.0))
     extra = f", PyTorch's own {DTYPE_IDS[dtype]} path: {base_err:.3g}" if base_err is not None else ""
     assert float(err) <= tol, f"{what}: relative error {err:.3g} > {tol:.3g} ({DTYPE_IDS[dtype]}{extra})"
-    assert_elementwise(out, ref, dtype, what, baseline if relative else None)
+    assert_elementwise(out, ref, dtype, what, baseline if relative else None,
+                       LOWP_FACTOR if dtype in LOW_PRECISION else ILL_CONDITIONED_FACTOR)
     return err
 
 

@@ -138,18 +138,14 @@ def metadata(args, cases: Sequence[Case]) -> dict[str, Any]:
                                   cwd=os.path.dirname(fusedseq.__file__)).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo", encoding="utf-8")
-                if l.startswith("model name")), platform.processor()) if os.path.exists("/proc/cpuinfo") \
-        else platform.processor()
+    cpu = sh("sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip() or platform.processor()
     meta: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-        "git": {"commit": sh("git", "rev-parse", "HEAD"), "dirty": bool(sh("git", "status", "--porcelain", "-uno"))},
+        "command": " ".join(getattr(sys, "orig_argv", sys.argv)), "git": sh("git", "describe", "--always", "--dirty"),
         "fusedseq": fusedseq.build_info(), "torch": torch.__version__, "python": platform.python_version(),
-        "cpu": {"model": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": {"model": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                 "capability": torch.backends.cpu.get_cpu_capability()},
-        "settings": {k: v for k, v in vars(args).items() if k != "handler"},
-    }
+        "settings": {k: v for k, v in vars(args).items() if k != "handler"}}
     if any(c.device.type == "cuda" for c in cases):
         p = torch.cuda.get_device_properties(0)
         meta["cuda"] = {"name": p.name, "capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count,

@@ -1,18 +1,12 @@
 """Benchmark cases and how one runs.
 
-A *case* is one op on one device, dtype and set of parameters. Its builder
-(registered with :func:`case`, one per op in ``cases/``) draws the inputs
-and returns a :class:`Setup`: the paths that compute the op (fusedseq's
-first, named "fused"; then PyTorch's), all on those same inputs, and the
-op's reference, which the harness evaluates in float64 on copies of them.
-
-Per mode, every path is run once and checked against the reference
-(forward: the output; forward+backward: the gradients of its leaves, from
-one fixed random output gradient), warmed up, then timed with the others in
-interleaved rounds (timing.py). An unstable measurement is repeated; a path
-that fails becomes a "skipped" or "error" row and the others go on.
-Forward rows run under ``torch.no_grad()``; forward+backward rows drop the
-previous gradients (``.grad = None``) before each call.
+A case's builder (registered with :func:`case`, in ``cases/``) draws the
+inputs and returns a :class:`Setup`: the paths computing the op on them
+("fused" first, then PyTorch's) and the op's reference, evaluated here in
+float64. Per mode each path is checked once (output, or every gradient from
+one fixed output gradient), warmed up and timed with the others in
+interleaved rounds; an unstable timing is repeated; a failing path becomes a
+"skipped" or "error" row. Forward rows run under ``torch.no_grad()``.
 """
 from __future__ import annotations
 
@@ -36,10 +30,8 @@ _NO_KERNEL = ("No available kernel", "No viable backend")  # SDPA: a forced back
 
 @dataclass
 class Path:
-    """One way to compute the op: ``fn()`` returns the output. ``leaves``:
-    whose ``.grad`` forward+backward compares, in the order of the case's
-    inputs (default: the inputs; a module's copies of the weights where the
-    path owns them). ``context`` is entered around its batches of calls."""
+    """``fn()`` returns the output; ``leaves``: whose ``.grad`` to compare, in the
+    inputs' order (default: the inputs); ``context``: entered around its calls."""
     fn: Callable[[], Any]
     leaves: Optional[Sequence[Tensor]] = None
     context: Callable[[], ContextManager] = nullcontext
@@ -48,11 +40,9 @@ class Path:
 
 @dataclass
 class Setup:
-    """What a builder returns. ``paths``: name -> Path, a bare callable, or
-    the reason the path cannot run here. ``reference(*inputs)`` is evaluated
-    on float64 copies of ``inputs`` (restricted to ``ref_slices``, one index
-    per input and then one for the output, where the full float64 problem is
-    too big). ``columns``: mode -> extra table columns."""
+    """``paths``: name -> Path, callable, or why it cannot run here. ``reference(*inputs)``
+    runs on float64 copies (cut to ``ref_slices``, one per input then the output, if
+    given). ``columns``: mode -> extra table columns."""
     inputs: Sequence[Tensor]
     paths: dict[str, Union[Path, Callable[[], Any], str]]
     reference: Optional[Callable[..., Tensor]] = None
@@ -90,9 +80,7 @@ def case(name: str, *, primary: Union[str, tuple], shapes: dict[str, list[dict]]
 
 
 class Maker:
-    """Seeded random inputs for one case: ``make(*shape, scale=, uniform=)``
-    draws in float32 (normal, or uniform in ±scale), then rounds to the
-    case's dtype, so every dtype sees the same values up to rounding."""
+    """Seeded inputs: normal (or uniform in ±scale) drawn in float32, rounded to the case's dtype."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype, seed: int):
         self.device, self.dtype = device, dtype
@@ -120,9 +108,8 @@ class Case:
 
 @dataclass
 class Row:
-    """One path of one case in one mode. ``speedup``: this path's time over
-    fused's (on the fused row: the fastest PyTorch path's, named in ``vs``);
-    ``trusted`` is False when either time is unstable (``unstable`` says why)."""
+    """One path × case × mode. ``speedup``: its time / fused's (fused row: the fastest
+    path's, ``vs``); ``trusted``: neither timing is unstable."""
     op: str
     device: str
     dtype: str

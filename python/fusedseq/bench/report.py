@@ -113,9 +113,8 @@ def write_json(path: str, metadata: dict[str, Any], rows: Sequence[Row]) -> None
 
 
 def plot(rows: Sequence[Row], path: str, title: str = "") -> bool:
-    """Bars of the fused speed-up over each PyTorch path, a panel per op and
-    device (log scale; the line at 1x is parity). Untrusted ratios are left
-    out and counted in the panel's title. False if there is nothing to draw."""
+    """The fused speed-up over each PyTorch path (log scale, 1x = parity), a panel
+    per op and device; untrusted ratios are left out and counted. False if empty."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
@@ -125,32 +124,31 @@ def plot(rows: Sequence[Row], path: str, title: str = "") -> bool:
             panels.setdefault((r.op, r.device), []).append(r)
     if not panels:
         return False
-    fig = Figure(figsize=(max(8.0, 1.2 * max(len(p) for p in panels.values())), 4.2 * len(panels)))
+    fig = Figure(figsize=(max(8.0, 1.2 * max(map(len, panels.values()))), 4.2 * len(panels)))
     for i, ((op, device), group) in enumerate(panels.items()):
         ax = fig.add_subplot(len(panels), 1, i + 1)
         cases = list(dict.fromkeys(f"{r.case}\n{r.dtype} {r.mode}" for r in group))
         impls = list(dict.fromkeys(r.impl for r in group))
-        width = 0.8 / len(impls)
         for j, impl in enumerate(impls):
-            shown = [(cases.index(f"{r.case}\n{r.dtype} {r.mode}"), r.speedup) for r in group
-                     if r.impl == impl and r.trusted]
+            shown = [r for r in group if r.impl == impl and r.trusted]
             if shown:
-                bars = ax.bar([x + (j - (len(impls) - 1) / 2) * width for x, _ in shown], [y for _, y in shown],
-                              width=width, label=f"vs {impl}")
-                if len(cases) * len(impls) <= 40:
-                    ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+                x = [cases.index(f"{r.case}\n{r.dtype} {r.mode}") + (j - (len(impls) - 1) / 2) * 0.8 / len(impls)
+                     for r in shown]
+                bars = ax.bar(x, [r.speedup for r in shown], width=0.8 / len(impls), label=f"vs {impl}")
+                ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1) if len(cases) * len(impls) <= 40 else None
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}×"))
-        ax.set_xticks(range(len(cases)), cases, fontsize=7, rotation=30 if len(cases) > 3 else 0,
-                      ha="right" if len(cases) > 3 else "center")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda y, _: f"{y:.3g}×"))
+        rotate = len(cases) > 3
+        ax.set_xticks(range(len(cases)), cases, fontsize=7, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_xlim(-0.6, len(cases) - 0.4)
+        ax.tick_params(axis="y", which="minor", labelsize=6)
         ax.set_ylabel("fused speed-up (×)")
         left_out = sum(not r.trusted for r in group)
-        ax.set_title(f"{op} on {device}" + (f" ({left_out} unstable ratios left out)" if left_out else ""),
-                     fontsize=10)
+        ax.set_title(f"{op} on {device}" + (f" ({left_out} unstable ratios left out)" if left_out else ""), fontsize=10)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
-    if title:
-        fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: rotated case labels and the legend stay in
     return True

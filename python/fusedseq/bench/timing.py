@@ -1,16 +1,11 @@
 """Timing: warm-up, interleaved rounds, median/IQR, and whether to trust it.
 
-CPU calls are timed with ``perf_counter_ns``; CUDA calls with a pair of
-``torch.cuda.Event``s each, read after one final synchronize, with L2
-flushed before every call (outside the events, as llm.c's benchmarks do) so
-that no call finds the previous one's data in cache. The garbage collector
-is paused while timing (as timeit does).
-
-The paths of one measurement take their runs in rounds, A B C, A B C, ...:
-a change in the machine's load hits every path alike. A measurement is
+CPU: ``perf_counter_ns`` per call. CUDA: a pair of events per call, read
+after one synchronize, L2 flushed before each call outside the events (as
+llm.c does). The collector is paused while timing. Paths take their runs in
+rounds (A B C, A B C, ...) so a change of load hits all alike; a timing is
 *unstable* when its rounds disagree, its runs spread widely, or other
-processes took cores it needed while it ran (/proc/stat); such a row is
-re-measured and, if still unstable, reported as such, never as a plain ratio.
+processes took cores it needed (/proc/stat).
 """
 from __future__ import annotations
 
@@ -34,9 +29,7 @@ SPARE_CORES = 0.25      # other processes may use this much more than the cores 
 
 @dataclass(frozen=True)
 class Budget:
-    """How hard to try: ``seconds`` of timed runs per path (after warm-up),
-    at least ``min_runs``, split over ``rounds``; ``retries`` re-measurements
-    of an unstable one."""
+    """Seconds of timed runs per path, split over ``rounds``; ``retries``: re-measurements when unstable."""
     seconds: float = 0.5
     min_runs: int = 10
     max_runs: int = 10_000
@@ -111,8 +104,7 @@ def sample(fn: Callable[[], object], runs: int, device: torch.device,
 
 
 def warm_up(fn: Callable[[], object], device: torch.device, budget: Budget) -> int:
-    """Calls ``fn`` for ``warmup_s`` (at least 3 times, or once if a call
-    exceeds the budget); returns the run count that fills ``budget.seconds``."""
+    """Calls ``fn`` ≥ 3 times and ``warmup_s``; returns the run count that fills the budget."""
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     with gc_paused():
         fn()
@@ -140,9 +132,7 @@ class Contender:
 
 
 def interleave(contenders: Sequence[Contender], device: torch.device, rounds: int) -> Optional[str]:
-    """Times every contender in ``rounds`` turns (fills ``rounds`` or
-    ``failure``). Returns why the whole measurement is unstable (other
-    processes took our cores), or None."""
+    """Times the contenders in turns; returns why all are unstable (other processes took our cores) or None."""
     flush = l2_flusher(device)
     meter = LoadMeter()
     for c in contenders:
@@ -159,8 +149,7 @@ def interleave(contenders: Sequence[Contender], device: torch.device, rounds: in
 
 
 class LoadMeter:
-    """CPU time other processes used since construction, from /proc/stat
-    (busy time of all cores) minus this process's own (os.times)."""
+    """CPU other processes used since construction: /proc/stat's busy time less our own (os.times)."""
     MIN_WINDOW_S = 0.25  # /proc/stat counts in 10 ms ticks: shorter windows are noise
 
     def __init__(self):
@@ -187,7 +176,6 @@ class LoadMeter:
 
     @classmethod
     def measure(cls, seconds: float) -> Optional[float]:
-        """Cores' worth of CPU other processes use over the next ``seconds``."""
         meter = cls()
         time.sleep(max(seconds, cls.MIN_WINDOW_S))
         return meter.others_cores()

@@ -359,11 +359,14 @@ def torch_rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", batc
 
 def torch_attention(q, k, v, causal=False, scale=None):
     """SDPA as PyTorch picks it. PyTorch's CPU flash kernel returns NaN for
-    causal attention with a negative scale (torch 2.13), so a negative scale
-    is applied as SDPA(-q, scale=|scale|): the same logits, bit for bit
-    (negation is exact), through the same kernel."""
+    causal attention with a negative or zero scale (torch 2.13; zero found by
+    the property tests), so a negative scale is applied as SDPA(-q, scale=|scale|)
+    and a zero one as SDPA(0·q, scale=1): the same logits, bit for bit
+    (negation and multiplying by 0 are exact), through the same kernel."""
     if scale is not None and scale < 0:
         q, scale = -q, -scale
+    if scale == 0:
+        q, scale = q * 0, 1.0
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
 
 

@@ -45,7 +45,8 @@ def test_rnn_cell(seed, dtype, B, I, H, bias, h_given, nonlinearity, noncontig):
     check_against_reference(with_views(fusedseq.rnn_cell, views, nonlinearity=nonlinearity),
                             with_views(reference.rnn_cell, views, nonlinearity=nonlinearity),
                             dict(x=x, h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh), dtype, make,
-                            baseline=with_views(torch_rnn_cell, views, nonlinearity=nonlinearity))
+                            baseline=with_views(torch_rnn_cell, views, nonlinearity=nonlinearity),
+                            ill_conditioned=True)  # a saturated tanh, as in test_rnn
 
 
 @given(seed=seeds, dtype=dtypes, T=st.integers(1, 12), B=st.one_of(st.none(), st.integers(1, 6)), I=small,
@@ -59,8 +60,10 @@ def test_rnn(seed, dtype, T, B, I, H, bias, h0_given, batch_first, nonlinearity)
     inputs = dict(x=make(*shape, dtype=torch.float64), h0=make(*lead, H, dtype=torch.float64) if h0_given else None,
                   w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     kw = dict(nonlinearity=nonlinearity, batch_first=batch_first)
+    # ill_conditioned: a saturated tanh makes 1 − h² a difference of nearly equal numbers (H = 1, T = 1:
+    # dx 1.5e-5 off in fp32), in PyTorch's fp32 path as in ours.
     check_against_reference(with_views(fusedseq.rnn, **kw), with_views(reference.rnn, **kw), inputs, dtype, make,
-                            baseline=with_views(torch_rnn, **kw), out_names=("output", "h_n"))
+                            baseline=with_views(torch_rnn, **kw), out_names=("output", "h_n"), ill_conditioned=True)
 
 
 @given(seed=seeds, dtype=dtypes, B=st.one_of(st.none(), st.integers(1, 3)), Hkv=st.integers(1, 3),

@@ -55,13 +55,16 @@ struct RnnCellBwdParams {
 };
 
 // ----------------------------------------------------------- RNN sequence --
-// The recurrence alone: on entry out[t] holds x_t W_ihᵀ + b_ih + b_hh (one
-// large matrix product done by the caller); on exit out[t] = h_t, where
-// h_t = act(out[t] + h_{t-1} W_hhᵀ) and h_{-1} = h0.
+// The recurrence alone: on entry out[t] holds x_t W_ihᵀ (one large matrix
+// product done by the caller); on exit out[t] = h_t, where
+// h_t = act(out[t] + b_ih + b_hh + h_{t-1} W_hhᵀ) and h_{-1} = h0. The biases
+// are added in the recurrence's epilogue, not in a pass of their own.
 template <typename T>
 struct RnnSeqFwdParams {
   const T* h0;    // (B, H)
   const T* w_hh;  // (H, H)
+  const T* b_ih;  // (H) or nullptr
+  const T* b_hh;  // (H) or nullptr
   T* out;         // (T, B, H) in: input projections, out: hidden states
   int64_t T_, B, H;
   Activation act;

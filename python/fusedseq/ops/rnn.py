@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
+from . import _autocast
 
 _ops = torch.ops.fusedseq
 
@@ -95,6 +96,9 @@ def _no_double_backward(op_name: str):
 for _op in ("rnn_cell_backward", "rnn_backward"):
     _refuse, _setup = _no_double_backward(f"fusedseq.{_op.removesuffix('_backward')}")
     torch.library.register_autograd(f"fusedseq::{_op}", _refuse, setup_context=_setup)
+
+_autocast.register("rnn_cell")
+_autocast.register("rnn")
 
 
 # ------------------------------------------------------------ public API --

@@ -53,28 +53,26 @@ class Setup:
 
 @dataclass
 class Op:
+    """A registered case: see :func:`case`."""
     name: str
     build: Callable[..., Setup]
-    shapes: dict[str, list[dict]]       # "cpu", "cuda", "quick" -> parameter dicts
-    primary: Union[str, tuple]          # the PyTorch path(s) the summary compares with
-    work: Callable[..., tuple[float, str]]  # (params, mode) -> (amount per call, "FLOP" or "tok")
-    dtypes: dict[str, list[torch.dtype]]
-    modes: Sequence[str]
-    cuda_ops: Sequence[str]             # torch.ops.fusedseq names the CUDA rows need
-    loaded: bool                        # run with every core busy (timing.busy_cores)
+    shapes: dict[str, list[dict]]                  # "cpu", "cuda", "quick" -> parameter dicts
+    primary: Union[str, tuple]                     # the PyTorch path(s) the summary compares with
+    work: Callable[..., tuple[float, str]]         # (params, mode) -> (per call, "FLOP" or "tok")
+    dtypes: dict = field(default_factory=lambda: {"cpu": [torch.float32],
+                                                  "cuda": [torch.float32, torch.bfloat16, torch.float16]})
+    modes: Sequence[str] = MODES
+    cuda_ops: Sequence[str] = ()                   # torch.ops.fusedseq names the CUDA rows need
+    loaded: bool = False                           # run with every core busy (timing.busy_cores)
 
 
 REGISTRY: dict[str, Op] = {}
-_DTYPES = {"cpu": [torch.float32], "cuda": [torch.float32, torch.bfloat16, torch.float16]}
 
 
-def case(name: str, *, primary: Union[str, tuple], shapes: dict[str, list[dict]], work: Callable[..., tuple[float, str]],
-         dtypes: Optional[dict] = None, modes: Sequence[str] = MODES, cuda_ops: Sequence[str] = (),
-         loaded: bool = False):
-    """Registers ``builder(make, **params) -> Setup`` as op ``name`` (see the module doc)."""
+def case(name: str, **op):
+    """Registers ``builder(make, **params) -> Setup`` as ``Op(name, builder, **op)``."""
     def register(builder):
-        REGISTRY[name] = Op(name, builder, shapes, primary, work, dtypes or _DTYPES, modes,
-                            cuda_ops or (name,), loaded)
+        REGISTRY[name] = Op(name, builder, **op)
         return builder
     return register
 

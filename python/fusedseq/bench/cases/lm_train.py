@@ -1,10 +1,10 @@
-"""Training throughput of ``fusedseq.nn.TransformerLM``: a whole optimisation
-step (forward, cross-entropy, backward, AdamW) with ``backend="fused"``
-against ``backend="reference"`` (SDPA), two copies of one model on one fixed
-batch. Only attention differs between them, so the ratio is what the fused
-attention buys a whole model. Their first losses are compared first
-(|Δloss| in the note): the two must compute the same thing."""
+"""TransformerLM training steps (forward, loss, backward, AdamW), ``backend="fused"``
+against ``"reference"`` (SDPA): two copies of one model on one batch, so the
+ratio is what the fused attention buys a whole model. Their first losses must
+agree (|Δloss| in the note)."""
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -28,9 +28,7 @@ def lm_train(make, batch, context, d_model, n_layers, n_heads, vocab):
                                n_heads=n_heads, backend="fused")
     torch.manual_seed(make.gen.initial_seed())
     models = {"fused": TransformerLM(config).to(make.device, make.dtype)}
-    models["reference"] = TransformerLM(config).to(make.device, make.dtype)
-    models["reference"].load_state_dict(models["fused"].state_dict())
-    models["reference"].set_backend("reference")
+    models["reference"] = copy.deepcopy(models["fused"]).set_backend("reference")
     tokens = torch.randint(0, vocab, (batch, context + 1), generator=make.gen, device=make.device)
 
     def trainer(model):

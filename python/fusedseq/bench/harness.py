@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import math
+import time
 import traceback
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -216,6 +217,7 @@ def _run_mode(case: Case, mode: str, setup: Setup, make: Maker, budget: Budget, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a forced SDPA backend warns on every call
         for attempt in range(budget.retries + 1):
+            started = time.perf_counter()
             load = interleave([c for _, c in contenders], case.device, budget.rounds)
             for row, c in contenders:
                 if c.failure is not None:
@@ -224,8 +226,8 @@ def _run_mode(case: Case, mode: str, setup: Setup, make: Maker, budget: Budget, 
                 row.timing, row.remeasured = Timing.of(c.rounds), attempt
                 if load and not case.op.loaded and not row.timing.unstable:
                     row.timing.unstable = load
-            if not any(r.unstable for r, _ in contenders):
-                break
+            if not any(r.unstable for r, _ in contenders) or time.perf_counter() - started > budget.retry_below_s:
+                break  # stable, or too slow to measure again (its rows stay marked)
     _speedups(rows)
     return rows
 

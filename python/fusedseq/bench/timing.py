@@ -36,6 +36,7 @@ class Budget:
     warmup_s: float = 0.1
     rounds: int = 3
     retries: int = 2
+    retry_below_s: float = 10.0  # a measurement that took longer is not repeated
 
 
 @dataclass

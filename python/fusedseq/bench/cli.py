@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="e.g. fp32,bf16 (default: fp32 on the CPU; each case's sweep dtypes on CUDA)")
     parser.add_argument("--mode", type=_choices(MODES), default=list(MODES), help="fwd, fwd+bwd or both")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny shapes, few runs: proves every path runs (~25 s on 2 cores), measures nothing")
+                        help="tiny shapes, few runs: proves every path runs (< 40 s on 2 cores), measures nothing")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads(N) (default: torch's, one per core)")
     parser.add_argument("--budget", type=float, default=None,

@@ -24,7 +24,7 @@ py="$venv/bin/python"
 # (The build runs with any torch >= 2.10 either way: the bindings use only
 # the stable ABI. `pip install .` with isolation works too, only slower.)
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
-  cmake ninja tqdm matplotlib pytest expecttest
+  cmake ninja tqdm matplotlib pytest expecttest hypothesis
 # Test-only: the transformers integration's tests (fusedseq itself never
 # imports it), and nvidia-cutlass, whose CuTe headers check the emulator's
 # tensor-core fragment maps (tests/test_fragments_cute.py).

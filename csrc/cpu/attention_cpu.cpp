@@ -47,6 +47,7 @@
 
 #include "common/philox.h"
 #include "cpu/attention_plan.h"
+#include "cpu/grain.h"
 #include "cpu/kernels_cpu.h"
 #include "cpu/microkernels.h"
 
@@ -368,7 +369,7 @@ inline int64_t packed_offset(const AttnShape& s, const AttnVarlen& vl, const Seq
 // Every (sequence, key/value head) of src packed transposed into panels.
 template <typename T>
 void pack_keys(const AttnShape& s, const AttnVarlen& vl, const T* src, Strides3 st, T* dst, const ParallelFor& pf) {
-  pf(0, s.B * s.Hkv, 1, [&](int64_t t0, int64_t t1) {
+  pf(0, s.B * s.Hkv, /*grain*/ grain_for(s.Nk * s.D), [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / s.Hkv, hk = t % s.Hkv;
       const Seq q = sequence(s, vl, b);
@@ -592,7 +593,7 @@ void merge_splits(const AttnFwdParams<T>& p, const ParallelFor& pf) {
   const AttnShape& s = p.s;
   const int64_t D = s.D, rows = s.B * s.Hq * s.Nq;
   const double keep_scale = dropout_on(p.dropout) ? 1.0 / (1.0 - p.dropout.p) : 1.0;
-  pf(0, rows, 16, [&](int64_t r0, int64_t r1) {
+  pf(0, rows, /*grain*/ grain_for(p.num_splits * D), [&](int64_t r0, int64_t r1) {
     Scratch<double> o(D);
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t b = row / (s.Hq * s.Nq), h = (row / s.Nq) % s.Hq, i = row % s.Nq;
@@ -642,7 +643,11 @@ void attention_forward(const AttnFwdParams<T>& p, const ParallelFor& pf) {
   const AttnShape& s = p.s;
   if (p.k_packed) pack_keys(s, p.varlen, p.k, p.k_st, p.k_packed, pf);
   const AttnQueryTiling tiling = attention_query_tiling(s);
-  pf(0, s.B * s.Hkv * tiling.tiles * p.num_splits, 1, [&](int64_t t0, int64_t t1) {
+  // grain: a task's two products, its rows × the keys of its split (half of them on average when causal).
+  const int64_t task_rows = tiling.heads_per_tile * std::min(s.Nq, kAttnBM);
+  const int64_t task_keys = attn_div_up(s.Nk, p.num_splits) / (s.causal ? 2 : 1);
+  pf(0, s.B * s.Hkv * tiling.tiles * p.num_splits, /*grain*/ grain_for(2 * task_rows * task_keys * s.D),
+     [&](int64_t t0, int64_t t1) {
     FwdRows<T> w(s.D);
     for (int64_t t = t0; t < t1; ++t) forward_task(p, tiling, t, w);
   });
@@ -669,7 +674,8 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
   const bool drop = dropout_on(p.dropout);
   const T keep_scale = drop ? static_cast<T>(1.0 / (1.0 - p.dropout.p)) : T(1);
 
-  pf(0, s.B * s.Hq, 1, [&](int64_t t0, int64_t t1) {
+  // grain: a task's five products over Nq × Nk × D (half of it when causal).
+  pf(0, s.B * s.Hq, /*grain*/ grain_for(5 * s.Nq * s.Nk * D / (s.causal ? 2 : 1)), [&](int64_t t0, int64_t t1) {
     Scratch<T> P(BM * BN), dS(BM * BN), dK(BN * D), dV(BN * D), Qz(BM * D);
     Scratch<uint8_t> keep(BN);
     Scratch<KeyRange> keys;
@@ -789,7 +795,7 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
 
   if (group > 1) {
     // grad[b, hk] = Σ_g partial[b, hk·group + g], in a fixed order.
-    pf(0, s.B * s.Hkv, 1, [&](int64_t t0, int64_t t1) {
+    pf(0, s.B * s.Hkv, /*grain*/ grain_for(2 * group * s.Nk * D), [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t b = t / s.Hkv, hk = t % s.Hkv;
         const Seq sq = sequence(s, p.varlen, b);
@@ -815,7 +821,7 @@ void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf) {
 template <typename T>
 void attention_dropout_mask(const AttnDropoutMaskParams<T>& p, const ParallelFor& pf) {
   const AttnShape& s = p.s;
-  pf(0, s.B * s.Hq * s.Nq, 64, [&](int64_t r0, int64_t r1) {
+  pf(0, s.B * s.Hq * s.Nq, /*grain*/ grain_for(s.Nk), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / (s.Hq * s.Nq), h = (r / s.Nq) % s.Hq, i = r % s.Nq;
       uint8_t* keep = p.keep + r * s.Nk;

@@ -1,5 +1,5 @@
 """Mutation tests: each bug of the table in csrc/emu/README.md is planted, one
-at a time, into a self-test kernel (-DFUSEDSEQ_MUTANT_<name>), and the
+at a time, into a self-test kernel or an op kernel the driver runs (-DFUSEDSEQ_MUTANT_<name>), and the
 torch-free self-test driver must fail under the schedules the table says, and
 only those: every planted bug is caught somewhere, and the documented table
 stays true. The ASan+UBSan column is measured when FUSEDSEQ_EMU_SANITIZE is set
@@ -22,7 +22,8 @@ SCHEDULES = {
     "random (seed 1), copies at wait": dict(schedule="random", landing="wait", seed=1),
 }
 ASAN = "ASan+UBSan build (round-robin)"
-GROUP = {"gemm_tc.cu": "gemm", "row_softmax.cu": "softmax", "persistent_rnn.cu": "rnn"}
+GROUP = {"gemm_tc.cu": "gemm", "row_softmax.cu": "softmax", "persistent_rnn.cu": "rnn", "rnn.cu": "cuda_rnn"}
+KERNEL_FILES = {k.name: k for k in build.KERNELS}
 
 
 def documented_table() -> dict[str, dict]:
@@ -52,7 +53,7 @@ def test_the_table_covers_the_issue():
     assert required <= set(TABLE)
     for name, row in TABLE.items():
         assert any(row[c] for c in [*SCHEDULES, ASAN]), f"{name} is caught nowhere"
-        src = (build.ROOT / "csrc/cuda/selftest" / row["file"]).read_text()
+        src = KERNEL_FILES[row["file"]].read_text()
         assert f"FUSEDSEQ_MUTANT_{name}" in src, f"{name} is not planted in {row['file']}"
 
 

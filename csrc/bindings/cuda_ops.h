@@ -25,14 +25,32 @@
 
 #include "bindings/stable.h"
 
-// X(op, binding) for every fusedseq op that has a CUDA kernel. None yet:
-// issue 10 adds attention, issue 11 the RNN ops.
-#define FUSEDSEQ_CUDA_OPS(X)
+// X(op, binding) for every fusedseq op that has a CUDA kernel.
+// Issue 11: the RNN ops (csrc/bindings/rnn_cuda.cpp, csrc/cuda/rnn.cu).
+#define FUSEDSEQ_CUDA_OPS(X)                                                     \
+  X(rnn_cell, rnn_cell)                                                          \
+  X(rnn_cell_backward, rnn_cell_backward)                                        \
+  X(rnn, rnn)                                                                    \
+  X(rnn_backward, rnn_backward)
 
 namespace fusedseq::cuda_bindings {
 // Declarations of the bindings named in FUSEDSEQ_CUDA_OPS, one per line, e.g.
 //   std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
 //                                            double scale);
+// rnn_cuda.cpp (shapes as the schemas in schemas.h):
+Tensor rnn_cell(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
+                const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh, std::string nonlinearity);
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(const Tensor& grad_h_next, const Tensor& h_next,
+                                                                     const Tensor& x, const Tensor& h,
+                                                                     const Tensor& w_ih, const Tensor& w_hh,
+                                                                     std::string nonlinearity);
+std::tuple<Tensor, Tensor> rnn(const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                               const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh,
+                               std::string nonlinearity);
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& grad_output, const Tensor& grad_h_n,
+                                                                const Tensor& output, const Tensor& x,
+                                                                const Tensor& h0, const Tensor& w_ih,
+                                                                const Tensor& w_hh, std::string nonlinearity);
 }  // namespace fusedseq::cuda_bindings
 
 namespace fusedseq {

@@ -1,6 +1,7 @@
 // torch-facing side of the RNN ops: checks, output allocation, the large
 // matrix products that belong to ATen, and the calls into the fused kernels.
 #include "bindings/checks.h"
+#include "bindings/rnn_common.h"
 #include "bindings/cuda_ops.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
@@ -8,31 +9,9 @@
 namespace fusedseq {
 namespace {
 
-using checks::like;
-using checks::shape;
-using OptTensor = std::optional<Tensor>;
-
-bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
+using OptTensor = rnn_common::OptTensor;
 
 SeqStrides seq_strides(const Tensor& t) { return {t.stride(0), t.stride(1)}; }
-
-// Checks shared by the cell and the sequence: the weights and biases against
-// the input width I and the hidden width H.
-void check_weights(const char* op, const Tensor& x, int64_t I, int64_t H, const Tensor& w_ih, const Tensor& w_hh,
-                   const OptTensor& b_ih, const OptTensor& b_hh) {
-  checks::tensor(op, "w_ih", w_ih, 2, "(H, I)");
-  checks::tensor(op, "w_hh", w_hh, 2, "(H, H)");
-  like(op, "w_ih", w_ih, "x", x);
-  like(op, "w_hh", w_hh, "x", x);
-  shape(op, "w_ih", w_ih, {H, I}, "(H, I)");
-  shape(op, "w_hh", w_hh, {H, H}, "(H, H)");
-  for (auto [name, b] : {std::pair<const char*, const OptTensor*>{"b_ih", &b_ih}, {"b_hh", &b_hh}}) {
-    if (!has(*b)) continue;
-    checks::tensor(op, name, **b, 1, "(H,)");
-    like(op, name, **b, "x", x);
-    shape(op, name, **b, {H}, "(H,)");
-  }
-}
 
 // ---------------------------------------------------------------- rnn_cell --
 Tensor rnn_cell(const Tensor& x,       // (B, I)
@@ -43,15 +22,8 @@ Tensor rnn_cell(const Tensor& x,       // (B, I)
                 const OptTensor& b_hh, // (H,)
                 std::string nonlinearity) {
   const char* op = "fusedseq.rnn_cell";
-  checks::tensor(op, "x", x, 2, "(B, I)");
-  checks::supported_device(op, x);
-  checks::tensor(op, "h", h, 2, "(B, H)");
-  like(op, "h", h, "x", x);
-  const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
-  FUSEDSEQ_CHECK_VALUE(h.size(0) == B, op, ": argument 'h' must have shape (B, H) with B = ", B,
-                       " (the batch of 'x'), got ", checks::sizes_str(h.sizes()));
-  check_weights(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
-  const Activation act = checks::activation(op, nonlinearity);
+  const auto [T_unused, B, I, H, act] = rnn_common::cell(op, x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity);
+  (void)T_unused;
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -81,20 +53,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(const Tenso
                                                                      const Tensor& w_hh,         // (H, H)
                                                                      std::string nonlinearity) {
   const char* op = "fusedseq.rnn_cell_backward";
-  checks::tensor(op, "x", x, 2, "(B, I)");
-  checks::supported_device(op, x);
-  const int64_t B = x.size(0), I = x.size(1);
-  checks::tensor(op, "h", h, 2, "(B, H)");
-  const int64_t H = h.size(1);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_h_next", &grad_h_next},
-                         {"h_next", &h_next},
-                         {"h", &h}}) {
-    checks::tensor(op, name, *t, 2, "(B, H)");
-    like(op, name, *t, "x", x);
-    shape(op, name, *t, {B, H}, "(B, H)");
-  }
-  check_weights(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
-  const Activation act = checks::activation(op, nonlinearity);
+  const auto [T_unused, B, I, H, act] =
+      rnn_common::cell_backward(op, grad_h_next, h_next, x, h, w_ih, w_hh, nonlinearity);
+  (void)T_unused;
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -129,15 +90,7 @@ std::tuple<Tensor, Tensor> rnn(const Tensor& x,        // (T, B, I)
                                const OptTensor& b_hh,  // (H,)
                                std::string nonlinearity) {
   const char* op = "fusedseq.rnn";
-  checks::tensor(op, "x", x, 3, "(T, B, I)");
-  checks::supported_device(op, x);
-  checks::tensor(op, "h0", h0, 2, "(B, H)");
-  like(op, "h0", h0, "x", x);
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  FUSEDSEQ_CHECK_VALUE(h0.size(0) == B, op, ": argument 'h0' must have shape (B, H) with B = ", B,
-                       " (dim 1 of 'x'), got ", checks::sizes_str(h0.sizes()));
-  check_weights(op, x, I, H, w_ih, w_hh, b_ih, b_hh);
-  const Activation act = checks::activation(op, nonlinearity);
+  const auto [T_, B, I, H, act] = rnn_common::seq(op, x, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity);
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -147,7 +100,7 @@ std::tuple<Tensor, Tensor> rnn(const Tensor& x,        // (T, B, I)
   // The input projection of every step is one large product, written straight
   // into `out`; the recurrence then adds h W_hhᵀ and the biases in place.
   auto out = empty({T_, B, H}, dt, x);
-  mm_out(view2d(out, T_ * B, H), view2d(xc, T_ * B, I), t(wi));
+  rnn_common::project_inputs(out, xc, wi);
   dispatch_compute(dt, [&]<typename T>() {
     const RnnSeqFwdParams<T> p{.h0 = ptr<T>(hc), .ld_h0 = hc.stride(0), .w_hh = ptr<T>(wh),
                                .ld_w_hh = wh.stride(0), .b_ih = ptr<T>(bi), .b_hh = ptr<T>(bh),
@@ -171,22 +124,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
                                                                 const Tensor& w_hh,         // (H, H)
                                                                 std::string nonlinearity) {
   const char* op = "fusedseq.rnn_backward";
-  checks::tensor(op, "x", x, 3, "(T, B, I)");
-  checks::supported_device(op, x);
-  checks::tensor(op, "h0", h0, 2, "(B, H)");
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = h0.size(1);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}}) {
-    checks::tensor(op, name, *t, 3, "(T, B, H)");
-    like(op, name, *t, "x", x);
-    shape(op, name, *t, {T_, B, H}, "(T, B, H)");
-  }
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_h_n", &grad_h_n}, {"h0", &h0}}) {
-    checks::tensor(op, name, *t, 2, "(B, H)");
-    like(op, name, *t, "x", x);
-    shape(op, name, *t, {B, H}, "(B, H)");
-  }
-  check_weights(op, x, I, H, w_ih, w_hh, std::nullopt, std::nullopt);
-  const Activation act = checks::activation(op, nonlinearity);
+  const auto [T_, B, I, H, act] =
+      rnn_common::seq_backward(op, grad_output, grad_h_n, output, x, h0, w_ih, w_hh, nonlinearity);
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -203,14 +142,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
                                .T_ = T_, .B = B, .H = H, .act = act, .grid_barrier = nullptr};
     cpu::kernels<T>().rnn_seq_backward(p, torch_parallel_for());
   });
-  // Everything left is a large product over all T·B rows at once. Step t saw
-  // h_{t-1}: h0, then the outputs shifted by one step.
-  const auto dz2 = view2d(dz, T_ * B, H);
-  const auto dx = strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
-  const auto dwi = mm(t(dz2), view2d(xc, T_ * B, I));
-  const auto prev = T_ == 1 ? hc : cat({hc, view2d(y, (T_ - 1) * B, H)}, 0);
-  const auto dwh = mm(t(dz2), prev);
-  const auto db = sum_dim(dz2, 0);
+  const auto [dx, dwi, dwh, db] = rnn_common::input_and_weight_grads(dz, xc, hc, y, wi);
   const auto st = x.scalar_type();
   return {to_dtype(dx, st), to_dtype(dh0, st), to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};
 }

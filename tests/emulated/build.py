@@ -1,7 +1,8 @@
 """Builds the torch-free emulated test programs with the host compiler.
 
 The programs (tests/emulated/*.cpp) link the self-test kernels
-(csrc/cuda/selftest/*.cu, compiled as C++ against the emulator) and the
+(csrc/cuda/selftest/*.cu) and the op kernels they drive (csrc/cuda/rnn.cu),
+compiled as C++ against the emulator, and the
 emulator's implementation (csrc/emu/emu.cpp). Objects are cached under
 build/emulated-tests/ by a hash of their source, every header they may include
 and the flags, so a mutant (one kernel file compiled with
@@ -25,7 +26,7 @@ from typing import Iterable, Optional, Sequence
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 BUILD = ROOT / "build" / "emulated-tests"
-KERNELS = tuple(sorted((CSRC / "cuda" / "selftest").glob("*.cu")))
+KERNELS = tuple(sorted((CSRC / "cuda" / "selftest").glob("*.cu"))) + (CSRC / "cuda" / "rnn.cu",)
 EMULATOR_IMPL = CSRC / "emu" / "emu.cpp"
 JOBS = 2  # the CI machine (and the shared development machine) has two cores
 
@@ -78,8 +79,8 @@ def _object(src: pathlib.Path, defines: Sequence[str] = ()) -> pathlib.Path:
 def program(main: str, *, kernels: bool = True, mutant: Optional[str] = None,
             mutant_file: Optional[str] = None) -> pathlib.Path:
     """Builds tests/emulated/<main>.cpp (+ the self-test kernels when
-    ``kernels``), with ``mutant`` planted in csrc/cuda/selftest/<mutant_file>,
-    and returns the executable's path."""
+    ``kernels``), with ``mutant`` planted in the kernel file named <mutant_file>,
+    and returns the executable's path. (``mutant_file`` names a file of KERNELS.)"""
     if compiler() is None:
         raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'g++')}) on PATH")
     jobs: list[tuple[pathlib.Path, tuple[str, ...]]] = [(ROOT / "tests" / "emulated" / f"{main}.cpp", ()),

@@ -1,11 +1,12 @@
-// Torch-free driver of the self-test kernels (csrc/cuda/selftest/), built with
+// Torch-free driver of the self-test kernels (csrc/cuda/selftest/) and of the
+// persistent RNN kernels of csrc/cuda/rnn.cu (group cuda_rnn), built with
 // g++ against the emulator. It is what the mutation tests build once per
 // planted bug, and what CI builds with ASan+UBSan: every check runs the CUDA
 // source on fresh random inputs against a float64 CPU reference, with outputs
 // poisoned (NaN) beforehand and inputs allocated to their exact size (so that
 // ASan sees a read past the end).
 //
-//   selftest_driver [gemm|softmax|rnn|fragments|all]
+//   selftest_driver [gemm|softmax|rnn|cuda_rnn|fragments|all]
 // Prints one line per check; exits 0 when all pass, 1 when a result is wrong,
 // 2 when the emulator (or a launcher) reports an error.
 #include <cmath>
@@ -22,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/rnn.h"
 #include "cuda/selftest/selftest.h"
 #include "emu/fragments.h"
 #include "emu/half.h"
@@ -201,6 +203,88 @@ void rnn_checks() {
           [&] { return rnn_case(B, H, steps); });
 }
 
+// -------------------------------------------------------------- cuda_rnn --
+// csrc/cuda/rnn.cu's persistent recurrence, forward then BPTT, fp32 tanh with
+// both biases, against a float64 reference: out[t] = tanh(P[t] + b + h_{t-1} Wᵀ)
+// and dz_t = (G[t] + [t = T-1] g_n + dz_{t+1} W) ∘ (1 - out[t]²), grad_h0 = dz_0 W.
+std::string cuda_rnn_case(int64_t T, int64_t B, int64_t H) {
+  namespace cu = fusedseq::cuda;
+  const size_t BH = size_t(B * H), TBH = size_t(T) * BH;
+  Buffer<float> w(size_t(H * H)), wt(size_t(H * H)), h0(BH), b_ih{size_t(H)}, b_hh{size_t(H)}, out(TBH),
+      proj(TBH), state(2 * BH), go(TBH), gn(BH), dz(TBH), dh0(BH);
+  Buffer<unsigned> counter(1);
+  for (int64_t i = 0; i < H; ++i)
+    for (int64_t k = 0; k < H; ++k) w[size_t(i * H + k)] = 0.7f * normal() / std::sqrt(float(H));
+  for (int64_t i = 0; i < H; ++i)
+    for (int64_t k = 0; k < H; ++k) wt[size_t(k * H + i)] = w[size_t(i * H + k)];
+  for (size_t i = 0; i < BH; ++i) h0[i] = normal(), gn[i] = normal();
+  for (int64_t i = 0; i < H; ++i) b_ih[size_t(i)] = 0.5f * normal(), b_hh[size_t(i)] = 0.5f * normal();
+  for (size_t i = 0; i < TBH; ++i) out[i] = proj[i] = normal(), go[i] = normal();
+  poison(state.data(), state.n);
+  poison(dz.data(), dz.n);
+  poison(dh0.data(), dh0.n);
+  counter[0] = 0;
+  const auto fwd = cu::rnn_seq_forward({h0.data(), H, w.data(), H, b_ih.data(), b_hh.data(), out.data(), state.data(),
+                                        counter.data(), T, B, H, fusedseq::Activation::Tanh, cu::RnnDtype::F32,
+                                        cu::RnnPath::Persistent, nullptr});
+  if (fwd != cu::RnnPath::Persistent) return "the forward did not take the persistent path";
+  std::vector<double> h(h0.data(), h0.data() + BH), ys, ref, scale;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> next(BH);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < H; ++i) {
+        const auto [s, sa] = dot(&w[size_t(i * H)], 1, &h[size_t(b * H)], 1, H);
+        const size_t at = size_t(t) * BH + size_t(b * H + i);
+        next[size_t(b * H + i)] = std::tanh(s + proj[at] + b_ih[size_t(i)] + b_hh[size_t(i)]);
+        ref.push_back(next[size_t(b * H + i)]);
+        scale.push_back(sa + std::fabs(proj[at]) + 2.0);
+      }
+    h = next;
+  }
+  std::string bad = compare(out.data(), ref, scale, 1e-5);
+  if (!bad.empty()) return "forward: " + bad;
+  // BPTT from the forward's own (float) outputs.
+  poison(state.data(), state.n);
+  counter[0] = 0;
+  const auto bwd = cu::rnn_seq_backward({go.data(), gn.data(), H, out.data(), wt.data(), H, dz.data(), dh0.data(),
+                                         state.data(), counter.data(), T, B, H, fusedseq::Activation::Tanh,
+                                         cu::RnnDtype::F32, cu::RnnPath::Persistent, nullptr});
+  if (bwd != cu::RnnPath::Persistent) return "the backward did not take the persistent path";
+  std::vector<double> dzr(TBH), dz_scale(TBH), dh0r(BH), dh0_scale(BH);
+  for (int64_t t = T - 1; t >= 0; --t)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < H; ++j) {
+        const size_t at = size_t(t) * BH + size_t(b * H + j);
+        double g = go[at] + (t == T - 1 ? gn[size_t(b * H + j)] : 0.0), ga = std::fabs(g);
+        if (t < T - 1)
+          for (int64_t i = 0; i < H; ++i) {
+            const double term = dzr[at + BH - size_t(j) + size_t(i)] * w[size_t(i * H + j)];
+            g += term, ga += std::fabs(term);
+          }
+        const double y = out[at];
+        dzr[at] = g * (1.0 - y * y), dz_scale[at] = ga + 1.0;
+      }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < H; ++j) {
+      double g = 0, ga = 0;
+      for (int64_t i = 0; i < H; ++i) {
+        const double term = dzr[size_t(b * H + i)] * w[size_t(i * H + j)];
+        g += term, ga += std::fabs(term);
+      }
+      dh0r[size_t(b * H + j)] = g, dh0_scale[size_t(b * H + j)] = ga + 1.0;
+    }
+  bad = compare(dz.data(), dzr, dz_scale, 1e-5);
+  if (!bad.empty()) return "backward dz: " + bad;
+  bad = compare(dh0.data(), dh0r, dh0_scale, 1e-5);
+  return bad.empty() ? "" : "backward grad_h0: " + bad;
+}
+
+void cuda_rnn_checks() {
+  for (auto [T, B, H] : {std::tuple<int64_t, int64_t, int64_t>{5, 3, 64}, {4, 2, 33}, {2, 1, 9}})
+    check("cuda rnn persistent T=" + std::to_string(T) + " B=" + std::to_string(B) + " H=" + std::to_string(H),
+          [&] { return cuda_rnn_case(T, B, H); });
+}
+
 // ------------------------------------------------------------- fragments --
 void fragment_checks() {
   for (int count : {1, 2, 4})
@@ -255,6 +339,7 @@ int main(int argc, char** argv) {
   if (what == "gemm" || what == "all") gemm_checks();
   if (what == "softmax" || what == "all") softmax_checks();
   if (what == "rnn" || what == "all") rnn_checks();
+  if (what == "cuda_rnn" || what == "all") cuda_rnn_checks();
   if (what == "fragments" || what == "all") fragment_checks();
   std::printf("%d failed, %d errors\n", failures, errors);
   return errors ? 2 : failures ? 1 : 0;

@@ -83,12 +83,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(const Tenso
   const ScalarType st = x.scalar_type();
   const auto g = unit_last_stride(grad_h_next, st), y = unit_last_stride(h_next, st);
   const auto wi = unit_last_stride(w_ih, st), wh = unit_last_stride(w_hh, st);
-  Tensor dz = empty({d.B, d.H}, st, x), dx = empty({d.B, d.I}, st, x), dh = empty({d.B, d.H}, st, x);
+  const ScalarType acc = state_dtype(st);
+  Tensor dz = empty({d.B, d.H}, acc, x), dx = empty({d.B, d.I}, st, x), dh = empty({d.B, d.H}, st, x);
   cuda::rnn_cell_backward({g.data_ptr(), g.stride(0), y.data_ptr(), y.stride(0), wi.data_ptr(), wi.stride(0),
                            wh.data_ptr(), wh.stride(0), dz.data_ptr(), dx.data_ptr(), dh.data_ptr(), d.B, d.I, d.H,
                            d.act, rnn_dtype(st), ctx.stream()});
-  // The weight gradients are products over the batch: ATen's (cuBLAS).
-  return {dx, dh, mm(t(dz), x), mm(t(dz), h), sum_dim(dz, 0)};
+  // The weight gradients are products over the batch: ATen's (cuBLAS), from
+  // the unrounded dz (fp16/bf16 inputs are widened for them: B (H + I) elements).
+  const auto xa = to_dtype(x, acc), ha = to_dtype(h, acc);
+  return {dx, dh, to_dtype(mm(t(dz), xa), st), to_dtype(mm(t(dz), ha), st), to_dtype(sum_dim(dz, 0), st)};
 }
 
 // -> (output (T, B, H), h_n (B, H))
@@ -107,11 +110,17 @@ std::tuple<Tensor, Tensor> rnn(const Tensor& x,        // (T, B, I)
   const auto xc = as_compute(x, st), hc = unit_last_stride(h0, st), wh = unit_last_stride(w_hh, st);
   const auto bi = as_compute(b_ih, st), bh = as_compute(b_hh, st);
   Tensor out = empty({d.T_, d.B, d.H}, st, x);
-  rnn_common::project_inputs(out, xc, w_ih);
-  Tensor state = empty({2, d.B, d.H}, state_dtype(st), x);
+  // Every step's input projection, one product. fp32/fp64: straight into
+  // `out`, which the recurrence overwrites in place. fp16/bf16: in fp32 from
+  // widened operands, so that x W_ihᵀ is not rounded before the biases and
+  // h W_hhᵀ join it (a relu's mask would flip where they cancel).
+  const ScalarType acc = state_dtype(st);
+  Tensor proj = acc == st ? out : empty({d.T_, d.B, d.H}, acc, x);
+  rnn_common::project_inputs(proj, to_dtype(xc, acc), to_dtype(w_ih, acc));
+  Tensor state = empty({2, d.B, d.H}, acc, x);
   Tensor barrier = zeroed_workspace(x, 1);
   cuda::rnn_seq_forward({hc.data_ptr(), hc.stride(0), wh.data_ptr(), wh.stride(0), bi ? bi->data_ptr() : nullptr,
-                         bh ? bh->data_ptr() : nullptr, out.data_ptr(), state.data_ptr(),
+                         bh ? bh->data_ptr() : nullptr, proj.data_ptr(), out.data_ptr(), state.data_ptr(),
                          static_cast<unsigned*>(barrier.data_ptr()), d.T_, d.B, d.H, d.act, rnn_dtype(st), path,
                          ctx.stream()});
   Tensor h_n = empty({d.B, d.H}, st, x);
@@ -133,18 +142,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
   const cuda::RnnPath path = path_from_env(op);
   DeviceContext ctx(op, {{"x", &x}});
   const ScalarType st = x.scalar_type();
-  const auto go = as_compute(grad_output, st), gh = unit_last_stride(grad_h_n, st);
-  const auto y = as_compute(output, st), xc = as_compute(x, st), hc = as_compute(h0, st);
+  const ScalarType acc = state_dtype(st);
+  const auto go = as_compute(grad_output, st), gh = unit_last_stride(grad_h_n, st), y = as_compute(output, st);
   // W_hhᵀ row-major, once per call (H² elements): BPTT's hidden units are its rows.
   const auto wht = torch::stable::contiguous(t(w_hh));
-  Tensor dz = empty({d.T_, d.B, d.H}, st, x), dh0 = empty({d.B, d.H}, st, x);
+  Tensor dz = empty({d.T_, d.B, d.H}, acc, x), dh0 = empty({d.B, d.H}, st, x);
   Tensor state = empty({2, d.B, d.H}, state_dtype(st), x);
   Tensor barrier = zeroed_workspace(x, 1);
   cuda::rnn_seq_backward({go.data_ptr(), gh.data_ptr(), gh.stride(0), y.data_ptr(), wht.data_ptr(), wht.stride(0),
                           dz.data_ptr(), dh0.data_ptr(), state.data_ptr(), static_cast<unsigned*>(barrier.data_ptr()),
                           d.T_, d.B, d.H, d.act, rnn_dtype(st), path, ctx.stream()});
-  const auto [dx, dwi, dwh, db] = rnn_common::input_and_weight_grads(dz, xc, hc, y, w_ih);
-  return {dx, dh0, dwi, dwh, db};
+  // The products take the unrounded dz, so fp16/bf16 operands are widened for
+  // them (T B (I + H) elements): cuBLAS then runs them in fp32 (see benchmarks/NOTES.md).
+  const auto [dx, dwi, dwh, db] = rnn_common::input_and_weight_grads(dz, as_compute(x, acc), as_compute(h0, acc),
+                                                                    as_compute(output, acc), to_dtype(w_ih, acc));
+  return {to_dtype(dx, st), dh0, to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};
 }
 
 }  // namespace fusedseq::cuda_bindings

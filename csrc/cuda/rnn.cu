@@ -137,7 +137,7 @@ struct CellBwd {
   const T* h_next; int64_t ld_y;
   const T* w_ih; int64_t ld_w_ih;
   const T* w_hh; int64_t ld_w_hh;
-  T* grad_z;
+  AccT<T>* grad_z;  // in the arithmetic type: the weight gradients are products of it
   T* grad_x;
   T* grad_h;
   int64_t B, I, H;
@@ -195,6 +195,7 @@ struct SeqFwd {
   const T* w_hh; int64_t ld_w_hh;
   const T* b_ih;
   const T* b_hh;
+  const AccT<T>* proj;  // may alias out (fp32, fp64)
   T* out;
   AccT<T>* state;  // 2 x (B, H): h_t in the arithmetic type, ping-pong
   unsigned* grid_barrier;
@@ -204,7 +205,7 @@ struct SeqFwd {
 
 // Step t for the block's units [r0, r0 + nrows), whose rows of W_hh start at
 // w (shared memory in the persistent kernel, global in the per-step one):
-// out[t] = act(out[t] + b_ih + b_hh + h_{t-1} W_hhᵀ), h_{-1} = h0.
+// out[t] = act(proj[t] + b_ih + b_hh + h_{t-1} W_hhᵀ), h_{-1} = h0.
 template <class T>
 __device__ __forceinline__ void fwd_step(const SeqFwd<T>& p, int64_t t, const T* w, int64_t ld_w, int64_t r0,
                                          int nrows) {
@@ -227,7 +228,7 @@ __device__ __forceinline__ void fwd_step(const SeqFwd<T>& p, int64_t t, const T*
     A v = tile_sum_for_lane(acc, lane);
     if (lane < kRows * kBatch && mr < nr && mb < nb) {
       const int64_t j = r0 + i0 + mr, at = (b0 + mb) * p.H + j;
-      v += load<A>(out_t + at);
+      v += p.proj[t * BH + at];
       if (p.b_ih) v += load<A>(p.b_ih + j);
       if (p.b_hh) v += load<A>(p.b_hh + j);
       const A h = activate(v, p.act);
@@ -243,7 +244,7 @@ struct SeqBwd {
   const T* grad_h_n; int64_t ld_grad_h_n;
   const T* out;
   const T* w_hh_t; int64_t ld_w;
-  T* grad_z;
+  AccT<T>* grad_z;  // in the arithmetic type: the weight gradients are products of it
   T* grad_h0;
   AccT<T>* state;  // 2 x (B, H): dz_t in the arithmetic type, ping-pong
   unsigned* grid_barrier;
@@ -470,7 +471,7 @@ void rnn_cell_backward(const RnnCellBwdArgs& a) {
   dispatch(a.dtype, [&]<class T>() {
     const CellBwd<T> p{static_cast<const T*>(a.grad_h_next), a.ld_grad_h_next, static_cast<const T*>(a.h_next),
                        a.ld_h_next, static_cast<const T*>(a.w_ih), a.ld_w_ih, static_cast<const T*>(a.w_hh),
-                       a.ld_w_hh, static_cast<T*>(a.grad_z), static_cast<T*>(a.grad_x), static_cast<T*>(a.grad_h),
+                       a.ld_w_hh, static_cast<AccT<T>*>(a.grad_z), static_cast<T*>(a.grad_x), static_cast<T*>(a.grad_h),
                        a.B, a.I, a.H, a.act};
     launch(rnn_cell_bwd_kernel<T>, {dim3(blocks_for(a.I + a.H, kThreads)), dim3(kThreads), 0, a.stream}, p);
   });
@@ -479,11 +480,12 @@ void rnn_cell_backward(const RnnCellBwdArgs& a) {
 RnnPath rnn_seq_forward(const RnnSeqFwdArgs& a) {
   const char* what = "rnn_seq_forward";
   require(a.T_ > 0 && a.B > 0 && a.H > 0, what, "T, B and H must be positive");
-  require(a.h0 && a.w_hh && a.out && a.state, what, "h0, w_hh, out and state are required");
+  require(a.h0 && a.w_hh && a.proj && a.out && a.state, what, "h0, w_hh, proj, out and state are required");
   return dispatch(a.dtype, [&]<class T>() {
     const SeqFwd<T> p{static_cast<const T*>(a.h0), a.ld_h0, static_cast<const T*>(a.w_hh), a.ld_w_hh,
-                      static_cast<const T*>(a.b_ih), static_cast<const T*>(a.b_hh), static_cast<T*>(a.out),
-                      static_cast<AccT<T>*>(a.state), a.grid_barrier, a.T_, a.B, a.H, a.act};
+                      static_cast<const T*>(a.b_ih), static_cast<const T*>(a.b_hh),
+                      static_cast<const AccT<T>*>(a.proj), static_cast<T*>(a.out), static_cast<AccT<T>*>(a.state),
+                      a.grid_barrier, a.T_, a.B, a.H, a.act};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<T>(a.H, false);
     return run(
@@ -509,7 +511,7 @@ RnnPath rnn_seq_backward(const RnnSeqBwdArgs& a) {
   return dispatch(a.dtype, [&]<class T>() {
     const SeqBwd<T> p{static_cast<const T*>(a.grad_out), static_cast<const T*>(a.grad_h_n), a.ld_grad_h_n,
                       static_cast<const T*>(a.out), static_cast<const T*>(a.w_hh_t), a.ld_w_hh_t,
-                      static_cast<T*>(a.grad_z), static_cast<T*>(a.grad_h0), static_cast<AccT<T>*>(a.state),
+                      static_cast<AccT<T>*>(a.grad_z), static_cast<T*>(a.grad_h0), static_cast<AccT<T>*>(a.state),
                       a.grid_barrier, a.T_, a.B, a.H, a.act};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<T>(a.H, true);

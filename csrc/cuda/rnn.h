@@ -3,8 +3,8 @@
 //   cell forward    h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)   one kernel
 //   cell backward   dz = dh' ∘ act'(h'), dx = dz W_ih, dh = dz W_hh   one kernel
 //                   (dW_ih = dzᵀ x, dW_hh = dzᵀ h, db = Σ dz: products in the binding)
-//   recurrence      out[t] = act(out[t] + b_ih + b_hh + h_{t-1} W_hhᵀ), out[t]
-//                   arriving with x_t W_ihᵀ (one large product in the binding)
+//   recurrence      out[t] = act(proj[t] + b_ih + b_hh + h_{t-1} W_hhᵀ), proj[t] = x_t W_ihᵀ
+//                   (one large product in the binding, unrounded: fp32 for fp16/bf16)
 //   BPTT            dz_t = (grad_out[t] + [t = T-1] grad_h_n + dz_{t+1} W_hh) ∘ act'(out[t]),
 //                   grad_h0 = dz_0 W_hh
 //
@@ -17,7 +17,9 @@
 //
 // Storage types: fp32, fp64, bf16, fp16; arithmetic in fp32 (fp64 for fp64),
 // and the recurrent state h_t (dz_t in BPTT) is carried between steps in that
-// precision in `state`, not rounded to the storage type.
+// precision in `state`, not rounded to the storage type; dL/dz leaves the
+// backward kernels in that precision too, so that the weight gradients (its
+// products with x and h) are not computed from a rounded dz.
 // Every launcher checks what it needs and throws std::invalid_argument naming
 // the field; CUDA and emulator failures are std::runtime_error.
 #pragma once
@@ -50,7 +52,8 @@ struct RnnCellBwdArgs {
   const void* h_next; int64_t ld_h_next;            // (B, H)
   const void* w_ih; int64_t ld_w_ih;                // (H, I)
   const void* w_hh; int64_t ld_w_hh;                // (H, H)
-  void* grad_z;                                     // (B, H) contiguous, out: dL/dz (z the pre-activation)
+  void* grad_z;                                     // (B, H) contiguous, out: dL/dz (z the pre-activation),
+                                                    // in the accumulation type (fp32; fp64 for fp64)
   void* grad_x;                                     // (B, I) contiguous, out
   void* grad_h;                                     // (B, H) contiguous, out
   int64_t B, I, H;
@@ -60,13 +63,15 @@ struct RnnCellBwdArgs {
 };
 void rnn_cell_backward(const RnnCellBwdArgs& a);
 
-// The forward recurrence, in place in `out` (see the top of this file).
+// The forward recurrence (see the top of this file).
 struct RnnSeqFwdArgs {
   const void* h0; int64_t ld_h0;      // (B, H)
   const void* w_hh; int64_t ld_w_hh;  // (H, H)
   const void* b_ih;                   // (H) or nullptr
   const void* b_hh;                   // (H) or nullptr
-  void* out;                          // (T, B, H) contiguous: in x_t W_ihᵀ, out h_t
+  const void* proj;                   // (T, B, H) contiguous: x_t W_ihᵀ in the accumulation type
+                                      // (may be `out` itself for fp32/fp64: each element is read before it is written)
+  void* out;                          // (T, B, H) contiguous, out: h_t
   void* state;                        // workspace: 2 B H elements of the accumulation type
   unsigned* grid_barrier;             // workspace: one zeroed counter
   int64_t T_, B, H;
@@ -82,7 +87,7 @@ struct RnnSeqBwdArgs {
   const void* grad_h_n; int64_t ld_grad_h_n;  // (B, H)
   const void* out;                        // (T, B, H) contiguous: the forward's h_t
   const void* w_hh_t; int64_t ld_w_hh_t;  // (H, H) = W_hhᵀ
-  void* grad_z;                           // (T, B, H) contiguous, out: dL/dz_t
+  void* grad_z;                           // (T, B, H) contiguous, out: dL/dz_t in the accumulation type
   void* grad_h0;                          // (B, H) contiguous, out
   void* state;                            // workspace: 2 B H elements of the accumulation type
   unsigned* grid_barrier;                 // workspace: one zeroed counter

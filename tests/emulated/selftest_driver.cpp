@@ -219,12 +219,14 @@ std::string cuda_rnn_case(int64_t T, int64_t B, int64_t H) {
     for (int64_t k = 0; k < H; ++k) wt[size_t(k * H + i)] = w[size_t(i * H + k)];
   for (size_t i = 0; i < BH; ++i) h0[i] = normal(), gn[i] = normal();
   for (int64_t i = 0; i < H; ++i) b_ih[size_t(i)] = 0.5f * normal(), b_hh[size_t(i)] = 0.5f * normal();
-  for (size_t i = 0; i < TBH; ++i) out[i] = proj[i] = normal(), go[i] = normal();
+  for (size_t i = 0; i < TBH; ++i) proj[i] = normal(), go[i] = normal();
+  poison(out.data(), out.n);
   poison(state.data(), state.n);
   poison(dz.data(), dz.n);
   poison(dh0.data(), dh0.n);
   counter[0] = 0;
-  const auto fwd = cu::rnn_seq_forward({h0.data(), H, w.data(), H, b_ih.data(), b_hh.data(), out.data(), state.data(),
+  const auto fwd = cu::rnn_seq_forward({h0.data(), H, w.data(), H, b_ih.data(), b_hh.data(), proj.data(), out.data(),
+                                        state.data(),
                                         counter.data(), T, B, H, fusedseq::Activation::Tanh, cu::RnnDtype::F32,
                                         cu::RnnPath::Persistent, nullptr});
   if (fwd != cu::RnnPath::Persistent) return "the forward did not take the persistent path";

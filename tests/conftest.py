@@ -83,6 +83,8 @@ except ImportError:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ops(*names): the torch.ops.fusedseq ops a test needs (for the CUDA skip)")
+    config.addinivalue_line("markers", "not_emulated(reason): a case too large for the emulated variant (it still "
+                                       "runs on the CPU and CUDA)")
     # torch.library.opcheck goes through torch.jit internally (torch 2.13).
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
@@ -147,6 +149,9 @@ def device(request) -> str:
         return
     marker = request.node.get_closest_marker("ops")
     ops = marker.args if marker is not None else ALL_OPS
+    too_large = request.node.get_closest_marker("not_emulated")
+    if request.param == "emulated" and too_large is not None:
+        pytest.skip(f"not emulated: {too_large.args[0] if too_large.args else 'too large for the emulator'}")
     reason = (cuda_skip_reason if request.param == "cuda" else emulated_skip_reason)(ops)
     if reason:
         pytest.skip(reason)

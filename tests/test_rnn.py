@@ -32,7 +32,9 @@ CASES = [
     ("rows_padded", 6, 3, 5, 18, (True, True), True, "rows_padded"),
     ("long", 60, 2, 16, 40, (True, True), True, "contig"),
     ("wide", 8, 16, 130, 257, (True, True), True, "batch_first"),
-    ("bench_shape", 200, 16, 256, 256, (True, True), True, "contig"),
+    pytest.param(("bench_shape", 200, 16, 256, 256, (True, True), True, "contig"),
+                 marks=pytest.mark.not_emulated("a CPU benchmark shape: about a minute per variant on the emulator; "
+                                                "test_rnn_cuda.py covers T=40, B=8, H=256")),
     ("expanded_x", 10, 3, 6, 8, (True, True), True, "expanded_x"),
     ("unbatched", 6, None, 5, 7, (True, True), True, "contig"),
     ("unbatched_h0", 6, None, 5, 7, (False, False), False, "contig"),
@@ -64,7 +66,7 @@ def rnn_case(make, T, B, I, H, bias, h0_given, layout):
 @pytest.mark.ops("rnn", "rnn_backward")
 @pytest.mark.parametrize("dtype", dtype_params())
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c[0])
 def test_rnn_forward_backward(case, nonlinearity, dtype, device, make):
     _, T, B, I, H, bias, h0_given, layout = case
     inputs, views, batch_first = rnn_case(make, T, B, I, H, bias, h0_given, layout)

@@ -77,18 +77,29 @@ __device__ __forceinline__ void tile_dot(A (&acc)[kRows][kBatch], const W* w, in
   }
 }
 
-// Sums every accumulator over the warp (all lanes get all sums), then returns
-// the one this lane's epilogue owns: element (lane / kBatch, lane % kBatch).
+// Sums the tile's 8 accumulators over the warp with 9 shuffles instead of
+// 8 x 5: a butterfly that halves what each lane carries at every level
+// (lanes with bit 4 set keep values 4..7 and send 0..3 to their partner,
+// which keeps 0..3; then bit 3 splits each half, then bit 2). After the
+// three halving levels lane l holds value (l >> 2) & 7 summed over 8 lanes;
+// the last two levels sum the rest. Returns that sum: lane l owns tile
+// element v = l / 4 (row v / kBatch, batch row v % kBatch) when l % 4 == 0.
+static_assert(kRows * kBatch == 8, "the reduction below is written for 8 accumulators");
 template <class A>
 __device__ __forceinline__ A tile_sum_for_lane(A (&acc)[kRows][kBatch], int lane) {
-  for (int offset = 16; offset > 0; offset /= 2)
-    for (int r = 0; r < kRows; ++r)
-      for (int b = 0; b < kBatch; ++b) acc[r][b] += __shfl_xor_sync(0xffffffffu, acc[r][b], offset);
-  A mine = A(0);
+  A v[8];
   for (int r = 0; r < kRows; ++r)
-    for (int b = 0; b < kBatch; ++b)
-      if (lane == r * kBatch + b) mine = acc[r][b];
-  return mine;
+    for (int b = 0; b < kBatch; ++b) v[r * kBatch + b] = acc[r][b];
+  for (int half = 4, offset = 16; half >= 1; half /= 2, offset /= 2) {
+    const bool upper = (lane & offset) != 0;
+    for (int i = 0; i < half; ++i) {
+      const A send = upper ? v[i] : v[i + half], keep = upper ? v[i + half] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
+    }
+  }
+  v[0] += __shfl_xor_sync(0xffffffffu, v[0], 2);
+  v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
+  return v[0];
 }
 
 // ================================================================== cell ==
@@ -115,14 +126,15 @@ __global__ void __launch_bounds__(kThreads) rnn_cell_fwd_kernel(CellFwd<T> p) {
   const int64_t j0 = int64_t(blockIdx.x) * kStepRows + int64_t(warp) * kRows;
   if (j0 >= p.H) return;  // the whole warp: no collective is left half-joined
   const int nr = int(min64(kRows, p.H - j0));
-  const int mr = lane / kBatch, mb = lane % kBatch;  // the element this lane's epilogue owns
+  const bool owner = lane % 4 == 0;  // the element this lane's epilogue owns (tile_sum_for_lane)
+  const int mr = (lane / 4) / kBatch, mb = (lane / 4) % kBatch;
   for (int64_t b0 = 0; b0 < p.B; b0 += kBatch) {
     const int nb = int(min64(kBatch, p.B - b0));
     A acc[kRows][kBatch] = {};
     tile_dot(acc, p.w_ih + j0 * p.ld_w_ih, p.ld_w_ih, nr, p.x + b0 * p.ld_x, p.ld_x, nb, p.I, lane);
     tile_dot(acc, p.w_hh + j0 * p.ld_w_hh, p.ld_w_hh, nr, p.h + b0 * p.ld_h, p.ld_h, nb, p.H, lane);
     A v = tile_sum_for_lane(acc, lane);
-    if (lane < kRows * kBatch && mr < nr && mb < nb) {
+    if (owner && mr < nr && mb < nb) {
       const int64_t j = j0 + mr, b = b0 + mb;
       if (p.b_ih) v += load<A>(p.b_ih + j);
       if (p.b_hh) v += load<A>(p.b_hh + j);
@@ -211,7 +223,8 @@ __device__ __forceinline__ void fwd_step(const SeqFwd<T>& p, int64_t t, const T*
                                          int nrows) {
   using A = AccT<T>;
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  const int mr = lane / kBatch, mb = lane % kBatch;
+  const bool owner = lane % 4 == 0;  // the element this lane's epilogue owns (tile_sum_for_lane)
+  const int mr = (lane / 4) / kBatch, mb = (lane / 4) % kBatch;
   const int64_t BH = p.B * p.H;
   A* next = p.state + (t & 1) * BH;
   const A* prev = p.state + ((t + 1) & 1) * BH;
@@ -226,7 +239,7 @@ __device__ __forceinline__ void fwd_step(const SeqFwd<T>& p, int64_t t, const T*
     if (t == 0) tile_dot(acc, w + i0 * ld_w, ld_w, nr, p.h0 + b0 * p.ld_h0, p.ld_h0, nb, p.H, lane);
     else tile_dot(acc, w + i0 * ld_w, ld_w, nr, prev + b0 * p.H, p.H, nb, p.H, lane);
     A v = tile_sum_for_lane(acc, lane);
-    if (lane < kRows * kBatch && mr < nr && mb < nb) {
+    if (owner && mr < nr && mb < nb) {
       const int64_t j = r0 + i0 + mr, at = (b0 + mb) * p.H + j;
       v += p.proj[t * BH + at];
       if (p.b_ih) v += load<A>(p.b_ih + j);
@@ -260,7 +273,8 @@ __device__ __forceinline__ void bwd_step(const SeqBwd<T>& p, int64_t s, const T*
                                          int nrows) {
   using A = AccT<T>;
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  const int mr = lane / kBatch, mb = lane % kBatch;
+  const bool owner = lane % 4 == 0;  // the element this lane's epilogue owns (tile_sum_for_lane)
+  const int mr = (lane / 4) / kBatch, mb = (lane / 4) % kBatch;
   const int64_t BH = p.B * p.H, t = p.T_ - 1 - s;
   A* next = p.state + (s & 1) * BH;
   const A* prev = p.state + ((s + 1) & 1) * BH;
@@ -276,7 +290,7 @@ __device__ __forceinline__ void bwd_step(const SeqBwd<T>& p, int64_t s, const T*
       tile_dot(acc, w + i0 * ld_w, ld_w, nr, prev + b0 * p.H, p.H, nb, p.H, lane);
       v = tile_sum_for_lane(acc, lane);
     }
-    if (lane < kRows * kBatch && mr < nr && mb < nb) {
+    if (owner && mr < nr && mb < nb) {
       const int64_t j = r0 + i0 + mr, b = b0 + mb, at = b * p.H + j;
       if (t < 0) {
         store(p.grad_h0 + at, v);

@@ -29,6 +29,7 @@ namespace {
 constexpr int kThreads = 256, kWarps = kThreads / 32;
 constexpr int kRows = 2, kBatch = 4;          // a warp's register tile: hidden units x batch rows
 constexpr int kStepRows = kWarps * kRows;     // hidden units per block of the cell / per-step kernels
+constexpr int kMinRows = 8;                   // fewest hidden units per block of the persistent kernels
 
 // ------------------------------------------------------------ arithmetic --
 // (CUDA's min has no int64_t overload on every host compiler's long.)
@@ -63,15 +64,21 @@ __device__ __forceinline__ A times_act_grad(A g, A y, Activation act) {
 }
 
 // --------------------------------------------------------- the warp tile --
-// acc[r][b] += Σ_k w[r ld_w + k] s[b ld_s + k] over this lane's k; rows at or
-// past nr and batch rows at or past nb read nothing.
+// acc[r][b] += Σ_k w[r ld_w + k] s[b ld_s + k] over this lane's k. Rows at or
+// past nr (batch rows at or past nb) re-read row 0 instead: their sums are
+// never stored, and the loop keeps no bounds tests and no index arithmetic
+// beyond one pointer step per operand.
 template <class A, class W, class S>
 __device__ __forceinline__ void tile_dot(A (&acc)[kRows][kBatch], const W* w, int64_t ld_w, int nr, const S* s,
                                          int64_t ld_s, int nb, int64_t K, int lane) {
+  const W* wr[kRows];
+  const S* sb[kBatch];
+  for (int r = 0; r < kRows; ++r) wr[r] = w + (r < nr ? r : 0) * ld_w + lane;
+  for (int b = 0; b < kBatch; ++b) sb[b] = s + (b < nb ? b : 0) * ld_s + lane;
   for (int64_t k = lane; k < K; k += 32) {
     A wv[kRows], sv[kBatch];
-    for (int r = 0; r < kRows; ++r) wv[r] = r < nr ? load<A>(w + r * ld_w + k) : A(0);
-    for (int b = 0; b < kBatch; ++b) sv[b] = b < nb ? load<A>(s + b * ld_s + k) : A(0);
+    for (int r = 0; r < kRows; ++r) wv[r] = load<A>(wr[r]), wr[r] += 32;
+    for (int b = 0; b < kBatch; ++b) sv[b] = load<A>(sb[b]), sb[b] += 32;
     for (int r = 0; r < kRows; ++r)
       for (int b = 0; b < kBatch; ++b) acc[r][b] += wv[r] * sv[b];
   }
@@ -411,9 +418,12 @@ RnnPlan plan_for(int64_t H, bool backward) {
   const DeviceLimits dev = device_limits();
   const int64_t row_bytes = H * int64_t(sizeof(T));
   if (!dev.cooperative) return {false, 0, 0, 0, "the device has no cooperative launch"};
-  // One block per SM, the rows split evenly (in whole register tiles).
+  // At most one block per SM, the rows split evenly (in whole register
+  // tiles), but at least kMinRows per block: below that the grid barrier's
+  // arrivals (one per block) cost more than the rows' work saves (NOTES.md).
   int64_t rows = (H + dev.sms - 1) / dev.sms;
   rows = (rows + kRows - 1) / kRows * kRows;
+  rows = rows > kMinRows ? rows : kMinRows;
   rows = rows < H ? rows : H;
   const int64_t smem = rows * row_bytes;
   if (smem > dev.smem_per_block)

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.ops("rnn_cell", "rnn_cell_backward", "rnn", "rnn_backwa
 
 KERNEL_DEVICES = [pytest.param("emulated", marks=pytest.mark.emulated), pytest.param("cuda", marks=pytest.mark.cuda)]
 DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 BIAS = {"both": (True, True), "none": (False, False), "ih": (True, False), "hh": (False, True)}
 
 # (T, B, H, I, nonlinearity, bias, h0 given, x layout, dtype, path): a pairwise
@@ -203,3 +204,24 @@ def test_nan_in_x_stays_in_its_batch_row(nonlinearity, device, make, rnn_path):
     clean = torch.ones(T, B, dtype=torch.bool, device=out.device)
     clean[2:, 1] = False
     assert torch.isfinite(out[clean]).all()
+
+
+# GPU only (too large for the emulator): the issue's long sequences and the
+# widths that fill the chip, every gradient over T = 1000 against float64.
+LONG = [pytest.param(H, path, dtype, id=f"H{H}_{path}_{DTYPE_NAMES[dtype]}",
+                     marks=pytest.mark.not_emulated("T=1000 at H >= 1024"))
+        for H, path, dtype in ((1024, "persistent", torch.float32), (2048, "persistent", torch.float32),
+                               (1024, "per_step", torch.bfloat16), (2048, "persistent", torch.bfloat16))]
+
+
+@pytest.mark.parametrize("device", KERNEL_DEVICES, indirect=True)
+@pytest.mark.parametrize("H,path,dtype", LONG)
+def test_rnn_long_sequences(H, path, dtype, device, make, rnn_path):
+    """(The float64 reference runs on the host: about 10 s per case.)"""
+    rnn_path(path)
+    T, B, I = 1000, 8, 256
+    w_ih, w_hh, b_ih, b_hh = rnn_weights(make, I, H)
+    inputs = dict(x=make(T, B, I, dtype=torch.float64), h0=make(B, H, dtype=torch.float64), w_ih=w_ih, w_hh=w_hh,
+                  b_ih=b_ih, b_hh=b_hh)
+    check_against_reference(fusedseq.rnn, reference.rnn, inputs, dtype, make, baseline=torch_rnn, device=device,
+                            out_names=("output", "h_n"))

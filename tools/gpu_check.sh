@@ -113,6 +113,16 @@ if [ "$have_cuda" = 1 ]; then
     "$py" -m pytest -q -p no:cacheprovider tests/test_emulated_selftest.py -k "fragment" -m cuda
   step "CUDA tests (every cuda variant)" cuda_tests.log \
     "$py" -m pytest -q -p no:cacheprovider -m cuda tests/
+  # The persistent RNN's grid barrier and shared-memory staging under the
+  # sanitizers (issue 11): a small case, both paths, fp32 and bf16.
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    for tool in racecheck synccheck memcheck; do
+      step "compute-sanitizer $tool: fused RNN" "sanitizer_rnn_$tool.log" \
+        compute-sanitizer --tool "$tool" --error-exitcode 1 "$py" tools/rnn_sanitizer_case.py
+    done
+  else
+    skip "compute-sanitizer: fused RNN" "no compute-sanitizer on PATH"
+  fi
   step "benchmarks (CUDA)" bench.log "$py" -m fusedseq bench --device cuda --json "$out/bench.json" --csv "$out/bench.csv"
 else
   why=${gpu:+torch sees no CUDA device}

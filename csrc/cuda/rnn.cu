@@ -208,6 +208,26 @@ __global__ void __launch_bounds__(kThreads) rnn_cell_bwd_kernel(CellBwd<T> p) {
 }
 
 // ============================================================ recurrence ==
+// Runs a block's tiles over units [0, nrows) x batch rows [0, B), the warps
+// taking turns: sum(i0, b0, nr, nb, lane) returns this lane's reduced sum of
+// the tile at (i0, b0) (tile_sum_for_lane), and epilogue(i, b, v) runs on
+// the lane that owns element (i, b).
+template <class A, class Sum, class Epilogue>
+__device__ __forceinline__ void for_each_tile(int nrows, int64_t B, Sum&& sum, Epilogue&& epilogue) {
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  const bool owner = lane % 4 == 0;  // the element this lane's epilogue owns (tile_sum_for_lane)
+  const int mr = (lane / 4) / kBatch, mb = (lane / 4) % kBatch;
+  const int tiles_r = (nrows + kRows - 1) / kRows;
+  const int64_t tiles = int64_t(tiles_r) * ((B + kBatch - 1) / kBatch);
+  for (int64_t tile = warp; tile < tiles; tile += kWarps) {
+    const int i0 = int(tile % tiles_r) * kRows;
+    const int64_t b0 = (tile / tiles_r) * kBatch;
+    const int nr = min(kRows, nrows - i0), nb = int(min64(kBatch, B - b0));
+    const A v = sum(i0, b0, nr, nb, lane);
+    if (owner && mr < nr && mb < nb) epilogue(i0 + mr, b0 + mb, v);
+  }
+}
+
 template <class T>
 struct SeqFwd {
   const T* h0; int64_t ld_h0;
@@ -229,33 +249,27 @@ template <class T>
 __device__ __forceinline__ void fwd_step(const SeqFwd<T>& p, int64_t t, const T* w, int64_t ld_w, int64_t r0,
                                          int nrows) {
   using A = AccT<T>;
-  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  const bool owner = lane % 4 == 0;  // the element this lane's epilogue owns (tile_sum_for_lane)
-  const int mr = (lane / 4) / kBatch, mb = (lane / 4) % kBatch;
   const int64_t BH = p.B * p.H;
   A* next = p.state + (t & 1) * BH;
   const A* prev = p.state + ((t + 1) & 1) * BH;
   T* out_t = p.out + t * BH;
-  const int tiles_r = (nrows + kRows - 1) / kRows;
-  const int64_t tiles = int64_t(tiles_r) * ((p.B + kBatch - 1) / kBatch);
-  for (int64_t tile = warp; tile < tiles; tile += kWarps) {
-    const int i0 = int(tile % tiles_r) * kRows;
-    const int64_t b0 = (tile / tiles_r) * kBatch;
-    const int nr = min(kRows, nrows - i0), nb = int(min64(kBatch, p.B - b0));
-    A acc[kRows][kBatch] = {};
-    if (t == 0) tile_dot(acc, w + i0 * ld_w, ld_w, nr, p.h0 + b0 * p.ld_h0, p.ld_h0, nb, p.H, lane);
-    else tile_dot(acc, w + i0 * ld_w, ld_w, nr, prev + b0 * p.H, p.H, nb, p.H, lane);
-    A v = tile_sum_for_lane(acc, lane);
-    if (owner && mr < nr && mb < nb) {
-      const int64_t j = r0 + i0 + mr, at = (b0 + mb) * p.H + j;
-      v += p.proj[t * BH + at];
-      if (p.b_ih) v += load<A>(p.b_ih + j);
-      if (p.b_hh) v += load<A>(p.b_hh + j);
-      const A h = activate(v, p.act);
-      next[at] = h;
-      store(out_t + at, h);
-    }
-  }
+  for_each_tile<A>(
+      nrows, p.B,
+      [&](int i0, int64_t b0, int nr, int nb, int lane) {
+        A acc[kRows][kBatch] = {};
+        if (t == 0) tile_dot(acc, w + i0 * ld_w, ld_w, nr, p.h0 + b0 * p.ld_h0, p.ld_h0, nb, p.H, lane);
+        else tile_dot(acc, w + i0 * ld_w, ld_w, nr, prev + b0 * p.H, p.H, nb, p.H, lane);
+        return tile_sum_for_lane(acc, lane);
+      },
+      [&](int i, int64_t b, A v) {
+        const int64_t j = r0 + i, at = b * p.H + j;
+        v += p.proj[t * BH + at];
+        if (p.b_ih) v += load<A>(p.b_ih + j);
+        if (p.b_hh) v += load<A>(p.b_hh + j);
+        const A h = activate(v, p.act);
+        next[at] = h;
+        store(out_t + at, h);
+      });
 }
 
 template <class T>
@@ -279,37 +293,29 @@ template <class T>
 __device__ __forceinline__ void bwd_step(const SeqBwd<T>& p, int64_t s, const T* w, int64_t ld_w, int64_t r0,
                                          int nrows) {
   using A = AccT<T>;
-  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  const bool owner = lane % 4 == 0;  // the element this lane's epilogue owns (tile_sum_for_lane)
-  const int mr = (lane / 4) / kBatch, mb = (lane / 4) % kBatch;
   const int64_t BH = p.B * p.H, t = p.T_ - 1 - s;
   A* next = p.state + (s & 1) * BH;
   const A* prev = p.state + ((s + 1) & 1) * BH;
-  const int tiles_r = (nrows + kRows - 1) / kRows;
-  const int64_t tiles = int64_t(tiles_r) * ((p.B + kBatch - 1) / kBatch);
-  for (int64_t tile = warp; tile < tiles; tile += kWarps) {
-    const int i0 = int(tile % tiles_r) * kRows;
-    const int64_t b0 = (tile / tiles_r) * kBatch;
-    const int nr = min(kRows, nrows - i0), nb = int(min64(kBatch, p.B - b0));
-    A v = A(0);
-    if (s > 0) {  // (a warp-uniform branch)
-      A acc[kRows][kBatch] = {};
-      tile_dot(acc, w + i0 * ld_w, ld_w, nr, prev + b0 * p.H, p.H, nb, p.H, lane);
-      v = tile_sum_for_lane(acc, lane);
-    }
-    if (owner && mr < nr && mb < nb) {
-      const int64_t j = r0 + i0 + mr, b = b0 + mb, at = b * p.H + j;
-      if (t < 0) {
-        store(p.grad_h0 + at, v);
-      } else {
+  for_each_tile<A>(
+      nrows, p.B,
+      [&](int i0, int64_t b0, int nr, int nb, int lane) {
+        if (s == 0) return A(0);  // (warp-uniform) nothing flows back into the last step
+        A acc[kRows][kBatch] = {};
+        tile_dot(acc, w + i0 * ld_w, ld_w, nr, prev + b0 * p.H, p.H, nb, p.H, lane);
+        return tile_sum_for_lane(acc, lane);
+      },
+      [&](int i, int64_t b, A v) {
+        const int64_t j = r0 + i, at = b * p.H + j;
+        if (t < 0) {
+          store(p.grad_h0 + at, v);
+          return;
+        }
         v += load<A>(p.grad_out + t * BH + at);
         if (s == 0) v += load<A>(p.grad_h_n + b * p.ld_grad_h_n + j);
         const A dz = times_act_grad(v, load<A>(p.out + t * BH + at), p.act);
         next[at] = dz;
         store(p.grad_z + t * BH + at, dz);
-      }
-    }
-  }
+      });
 }
 
 FUSEDSEQ_EXTERN_SHARED(unsigned char, rnn_w_smem);

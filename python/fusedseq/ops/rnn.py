@@ -143,7 +143,13 @@ def rnn(x: Tensor, h0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     """The whole Elman recurrence over a sequence, one layer, one direction.
 
     Same numbers as a one-layer ``torch.nn.RNN``. The input projection of all
-    steps is one matrix product; the recurrence is one fused kernel.
+    steps is one matrix product; the recurrence is one fused kernel. On CUDA
+    tensors that kernel is persistent (one cooperative launch for all steps,
+    ``W_hh`` split over the SMs' shared memory, a grid barrier per step) where
+    ``W_hh`` fits on chip, else one launch per step, chosen automatically;
+    the environment variable ``FUSEDSEQ_CUDA_RNN_PATH`` (``auto``,
+    ``persistent``, ``per_step``) overrides the choice. fp16/bf16 carry the
+    hidden state in fp32 between steps.
 
     Args:
         x: ``(T, B, I)``, ``(B, T, I)`` if ``batch_first``, or ``(T, I)`` unbatched.

@@ -7,8 +7,15 @@
 // computes a kRows x kBatch tile of  Σ_k W[j][k] s[b][k]  (hidden units j,
 // batch rows b), its lanes striding over k (so a warp reads each row of W
 // and of the state s coalesced, and shared memory without bank conflicts),
-// then a butterfly of shuffles leaves every sum on every lane and lane
-// r·kBatch + b runs the epilogue of element (j0 + r, b0 + b).
+// then a halving butterfly of 9 shuffles leaves sum v on lanes 4v..4v+3 and
+// lane 4v runs the epilogue of element v = r·kBatch + b, i.e. (j0 + r, b0 + b).
+//
+// Kernels: cell forward (both products, biases, activation: one launch);
+// cell backward (dx and dh in one launch, dz made per chunk in shared
+// memory); the recurrences forward and BPTT as one persistent cooperative
+// launch (W_hh rows, or W_hhᵀ rows, staged once in shared memory; a grid
+// barrier between steps) or, when that cannot run, one launch per step of the
+// same step code reading W from global memory.
 //
 // Bugs planted by the mutation tests (-DFUSEDSEQ_MUTANT_<name>, csrc/emu/README.md):
 //   rnn_missing_grid_barrier   the persistent kernels' steps are not separated:

@@ -213,3 +213,22 @@ def test_attention_variants_count_the_visible_pairs():
     assert work(variant="varlen", N=64) == 4 * 8 * 3 * (64 * 65 + 32 * 33) / 2
     assert REGISTRY["attention_variants"].work({"variant": "plain", "B": 1, "H": 1, "N": 4, "D": 8}, "fwd+bwd")[0] \
         == 3.5 * 4 * 8 * 16
+
+
+@pytest.mark.emulated
+def test_cli_emulated_runs_the_cuda_rnn_kernels_at_a_tiny_shape(tmp_path, capsys):
+    """`--emulated`: the CPU rows' fused path is the RNN ops' CUDA source on the
+    host emulator (issue 11: the harness runs on the emulator in CI)."""
+    import fusedseq.emulated
+    if not {"rnn", "rnn_backward", "rnn_cell", "rnn_cell_backward"} <= set(fusedseq.emulated.ops()):
+        pytest.skip("this build has no emulated RNN kernels")
+    out = tmp_path / "b.json"
+    assert cli.main(["--quick", "--ops", "rnn,rnn_cell", "--device", "cpu", "--emulated", "--threads", "1",
+                     "--json", str(out)]) == 0
+    assert "host emulator" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["metadata"]["emulated"] is True
+    fused = [r for r in doc["results"] if r["impl"] == "fused"]
+    assert {r["op"] for r in fused} == {"rnn", "rnn_cell"} and len(fused) == 4  # fwd and fwd+bwd each
+    for r in fused:
+        assert r["status"] == "ok" and r["rel"] < 1e-5

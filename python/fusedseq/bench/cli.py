@@ -3,6 +3,7 @@ the cases they select, the header, progress, and the output files."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import inspect
 import itertools
@@ -16,6 +17,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 import fusedseq
+import fusedseq.emulated
 
 from . import cases  # noqa: F401  registers the cases
 from .harness import MODES, REGISTRY, Case, run_case
@@ -87,6 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the rows and the environment as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a speed-up chart (PNG)")
     parser.add_argument("--verbose", action="store_true", help="tracebacks of paths that fail unexpectedly")
+    parser.add_argument("--emulated", action="store_true",
+                        help="CPU rows run the fused ops' CUDA kernels on the host SIMT emulator (those with one: "
+                             "fusedseq.emulated.ops()): proves the harness drives the CUDA source (CI, with --quick); "
+                             "its times say nothing about a GPU")
 
 
 def _cuda_skip(op) -> Optional[str]:
@@ -167,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     meta = metadata(args, cases)
     meta["cpu"]["others_cores_at_start"] = others
+    meta["emulated"] = bool(args.emulated)  # the CPU rows' fused kernels ran on the SIMT emulator
     threads = f"{torch.get_num_threads()} CPU threads " + (
         "(--threads)" if args.threads else "(default: one per core that other processes leave free)")
     print(f"fusedseq {fusedseq.__version__} | torch {torch.__version__} | {meta['cpu']['model']} | {threads} | "
@@ -178,20 +185,30 @@ def run(args: argparse.Namespace) -> int:
     for n in notes:
         print(f"note: {n}")
     budget = QUICK if args.quick else FULL
+    emulated = contextlib.nullcontext()
+    if args.emulated:
+        names = sorted({n for c in cases for n in (c.op.cuda_ops or [c.op.name]) if n in fusedseq.emulated.ops()})
+        if not names:
+            raise SystemExit("error: --emulated, but no selected case has an emulated CUDA kernel "
+                             f"(fusedseq.emulated.ops() = {fusedseq.emulated.ops()})")
+        print(f"note: --emulated: the CPU rows' fused path runs the CUDA kernels of {', '.join(names)} on the host "
+              "emulator (times are the emulator's)")
+        emulated = fusedseq.emulated.kernels(names)
     rows, group, start = [], [], time.perf_counter()
     try:
-        for i, case in enumerate(cases):
-            t0 = time.perf_counter()
-            b = budget if case.device.type == "cpu" or args.quick else Budget(seconds=CUDA_SECONDS)
-            if args.budget:
-                b = Budget(**{**vars(b), "seconds": args.budget})
-            group += run_case(case, b, args.seed, args.verbose)
-            print(f"[{i + 1}/{len(cases)}] {case.op.name} {case.device.type} {case.label} "
-                  f"{str(case.dtype).removeprefix('torch.')}: {time.perf_counter() - t0:.1f} s", file=sys.stderr,
-                  flush=True)
-            if i + 1 == len(cases) or (cases[i + 1].op, cases[i + 1].device) != (case.op, case.device):
-                print(f"\n== {case.op.name} on {case.device} ==\n{format_table(group)}", flush=True)
-                rows, group = rows + group, []
+        with emulated:
+            for i, case in enumerate(cases):
+                t0 = time.perf_counter()
+                b = budget if case.device.type == "cpu" or args.quick else Budget(seconds=CUDA_SECONDS)
+                if args.budget:
+                    b = Budget(**{**vars(b), "seconds": args.budget})
+                group += run_case(case, b, args.seed, args.verbose)
+                print(f"[{i + 1}/{len(cases)}] {case.op.name} {case.device.type} {case.label} "
+                      f"{str(case.dtype).removeprefix('torch.')}: {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+                      flush=True)
+                if i + 1 == len(cases) or (cases[i + 1].op, cases[i + 1].device) != (case.op, case.device):
+                    print(f"\n== {case.op.name} on {case.device} ==\n{format_table(group)}", flush=True)
+                    rows, group = rows + group, []
     except KeyboardInterrupt:
         print("\ninterrupted: reporting the cases that finished", file=sys.stderr)
         rows += group

@@ -10,6 +10,16 @@ template <typename T> void rnn_cell_backward(const RnnCellBwdParams<T>& p, const
 template <typename T> void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf);
 template <typename T> void rnn_seq_backward(const RnnSeqBwdParams<T>& p, const ParallelFor& pf);
 
+template <typename T> void lstm_cell_forward(const LstmCellFwdParams<T>& p, const ParallelFor& pf);
+template <typename T> void lstm_cell_backward(const LstmCellBwdParams<T>& p, const ParallelFor& pf);
+template <typename T> void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf);
+template <typename T> void lstm_seq_backward(const LstmSeqBwdParams<T>& p, const ParallelFor& pf);
+
+template <typename T> void gru_cell_forward(const GruCellFwdParams<T>& p, const ParallelFor& pf);
+template <typename T> void gru_cell_backward(const GruCellBwdParams<T>& p, const ParallelFor& pf);
+template <typename T> void gru_seq_forward(const GruSeqFwdParams<T>& p, const ParallelFor& pf);
+template <typename T> void gru_seq_backward(const GruSeqBwdParams<T>& p, const ParallelFor& pf);
+
 template <typename T> void attention_forward(const AttnFwdParams<T>& p, const ParallelFor& pf);
 template <typename T> void attention_backward(const AttnBwdParams<T>& p, const ParallelFor& pf);
 

@@ -6,6 +6,8 @@ adds what torch needs around them: a fake (meta) kernel per op so that
 itself a fused op. Importing it registers both.
 """
 from .attention import attention
+from .gru import gru, gru_cell
+from .lstm import lstm, lstm_cell
 from .rnn import rnn, rnn_cell
 
-__all__ = ["attention", "rnn", "rnn_cell"]
+__all__ = ["attention", "gru", "gru_cell", "lstm", "lstm_cell", "rnn", "rnn_cell"]

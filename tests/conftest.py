@@ -37,8 +37,9 @@ FP32_RTOL = 1e-5
 LOWP_FACTOR = 2.0
 LOWP_FLOOR = 1e-3
 
-FWD_OPS = ("rnn_cell", "rnn", "attention_fwd")
-BWD_OPS = ("rnn_cell_backward", "rnn_backward", "attention_bwd")
+FWD_OPS = ("rnn_cell", "rnn", "lstm_cell", "lstm", "gru_cell", "gru", "attention_fwd")
+BWD_OPS = ("rnn_cell_backward", "rnn_backward", "lstm_cell_backward", "lstm_backward", "gru_cell_backward",
+           "gru_backward", "attention_bwd")
 ALL_OPS = FWD_OPS + BWD_OPS
 
 

@@ -2,8 +2,11 @@
 and the CUDA variants of the op tests (which skip without a GPU / kernels)."""
 from __future__ import annotations
 
+import os
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
 
 import pytest
@@ -24,6 +27,24 @@ SCHEMAS = {
            "str nonlinearity) -> (Tensor, Tensor)",
     "rnn_backward": "fusedseq::rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor x, Tensor h0, "
                     "Tensor w_ih, Tensor w_hh, str nonlinearity) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "lstm_cell": "fusedseq::lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+                 "Tensor? b_hh) -> (Tensor, Tensor, Tensor)",
+    "lstm_cell_backward": "fusedseq::lstm_cell_backward(Tensor grad_h_next, Tensor grad_c_next, Tensor gates, "
+                          "Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh) "
+                          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "lstm": "fusedseq::lstm(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+            "-> (Tensor, Tensor, Tensor)",
+    "lstm_backward": "fusedseq::lstm_backward(Tensor grad_output, Tensor grad_cell_states, Tensor output, "
+                     "Tensor cell_states, Tensor gates, Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh) "
+                     "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "gru_cell": "fusedseq::gru_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+                "-> (Tensor, Tensor)",
+    "gru_cell_backward": "fusedseq::gru_cell_backward(Tensor grad_h_next, Tensor gates, Tensor x, Tensor h, "
+                         "Tensor w_ih, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "gru": "fusedseq::gru(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+           "-> (Tensor, Tensor)",
+    "gru_backward": "fusedseq::gru_backward(Tensor grad_output, Tensor output, Tensor gates, Tensor x, Tensor h0, "
+                    "Tensor w_ih, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     "attention_fwd": "fusedseq::attention_fwd(Tensor q, Tensor k, Tensor v, bool causal, float scale) "
                      "-> (Tensor, Tensor)",
     "attention_bwd": "fusedseq::attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
@@ -33,8 +54,9 @@ SCHEMAS = {
 
 def test_build_info_keys_and_types():
     info = fusedseq.build_info()
-    expected = {"version": str, "torch_version": str, "cuda_compiled": bool, "cuda_archs": str,
-                "cuda_ops": list, "cpu_simd": str, "torch_version_runtime": str, "cuda_available": bool}
+    expected = {"version": str, "torch_version": str, "torch_target_version": str, "cuda_compiled": bool,
+                "cuda_archs": str, "cuda_ops": list, "cpu_isa": str, "cpu_isas_compiled": list,
+                "cpu_isas_runnable": list, "torch_version_runtime": str, "cuda_available": bool}
     for key, typ in expected.items():
         assert key in info, key
         assert isinstance(info[key], typ), (key, info[key])
@@ -50,16 +72,93 @@ def test_version_matches_pyproject():
     assert fusedseq.build_info()["version"] == fusedseq.__version__ == version
 
 
-def test_built_against_the_running_torch():
-    """An extension built against another torch may load and then crash: the
-    versions must agree."""
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", version).groups()
+    return int(major), int(minor)
+
+
+def test_runs_with_a_torch_at_or_after_its_stable_abi_target():
+    """The bindings use the LibTorch stable ABI only: the running torch may
+    differ from the one compiled against, but must not be older than the
+    target (CI builds against one torch and runs the suite with another)."""
     info = fusedseq.build_info()
     assert info["torch_version_runtime"] == torch.__version__
-    assert info["torch_version"] == torch.__version__
+    assert _major_minor(torch.__version__) >= _major_minor(info["torch_target_version"])
+    assert _major_minor(info["torch_version"]) >= _major_minor(info["torch_target_version"])
 
 
-def test_cpu_simd_level_is_named():
-    assert fusedseq.build_info()["cpu_simd"] in {"avx2+fma", "scalar"}
+def _extension_path() -> pathlib.Path:
+    return pathlib.Path(fusedseq._C.__file__)
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils)")
+def test_extension_uses_no_unstable_torch_symbols():
+    """A symbol of torch's C++ API (namespaces at, c10, torch) would tie the
+    module to one torch release; the stable C shim (aoti_torch_*, torch_*)
+    is all it may import from torch."""
+    out = subprocess.run(["nm", "-D", "--undefined-only", str(_extension_path())], check=True,
+                         capture_output=True, text=True).stdout
+    mangled = re.compile(r"\b_ZN?K?(2at|3c10|5torch|5caffe2)")
+    unstable = [line.split()[-1] for line in out.splitlines() if mangled.search(line)]
+    assert not unstable, f"unstable torch C++ symbols imported: {unstable[:10]}"
+    assert any("torch_call_dispatcher" in line or "aoti_torch_" in line for line in out.splitlines())
+
+
+def test_cpu_isa_is_chosen_from_the_cpu():
+    info = fusedseq.build_info()
+    assert info["cpu_isas_compiled"][0] == "baseline"
+    assert set(info["cpu_isas_runnable"]) <= set(info["cpu_isas_compiled"])
+    wanted = os.environ.get("FUSEDSEQ_CPU_ISA")
+    assert info["cpu_isa"] == (wanted or info["cpu_isas_runnable"][-1])
+
+
+def _import_with_isa(isa: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FUSEDSEQ_CPU_ISA=isa)
+    code = "import fusedseq; print(fusedseq.build_info()['cpu_isa'])"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("isa", fusedseq.build_info()["cpu_isas_runnable"])
+def test_cpu_isa_override(isa):
+    r = _import_with_isa(isa)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == isa
+
+
+def test_cpu_isa_override_unknown_name_fails_the_import_clearly():
+    r = _import_with_isa("avx9000")
+    assert r.returncode != 0
+    assert "FUSEDSEQ_CPU_ISA=avx9000" in r.stderr and "baseline" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs objdump (binutils)")
+def test_only_the_avx2_variant_holds_avx_instructions():
+    """The baseline build of the kernels, the ISA selector and the bindings
+    must run on any x86-64 CPU: in the linked module, every function that
+    holds an AVX instruction (a ymm/zmm register or a VEX-encoded mnemonic)
+    must belong to the avx2 variant. This also catches the linker keeping
+    an AVX2 copy of an inline function that baseline code calls."""
+    if "avx2" not in fusedseq.build_info()["cpu_isas_compiled"]:
+        pytest.skip("no AVX2 variant in this build")
+    dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", str(_extension_path())], check=True,
+                         capture_output=True, text=True).stdout
+    # An instruction line is "  addr:\tmnemonic operands". VEX/EVEX mnemonics all
+    # start with "v" (vaddps, vfmadd231ps, vzeroupper...); no SSE2 or integer
+    # mnemonic does, but for verr/verw, which compilers never emit.
+    avx = re.compile(r"^\s*[0-9a-f]+:\t(v[a-z0-9]+\b|[^#<]*%[yz]mm)")
+    offenders, func, seen_in_func = [], None, False
+    for line in dis.splitlines():
+        header = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+        if header:
+            func = header.group(1)
+            seen_in_func = False
+            continue
+        if func and not seen_in_func and avx.search(line):
+            seen_in_func = True
+            if "fusedseq::cpu::avx2::" not in func:
+                offenders.append(func)
+    assert not offenders, f"{len(offenders)} functions outside the avx2 variant use AVX: {offenders[:8]}"
+    assert re.search(r"fusedseq::cpu::avx2::", dis), "the avx2 variant is missing from the module"
 
 
 def test_cuda_facts_are_consistent():
@@ -97,7 +196,7 @@ def test_op_registered_with_schema(name):
 def test_op_kernels(name):
     """CPU and CUDA kernels (CUDA: checks, then NotImplementedError until a
     kernel lands), a fake kernel for tracing, autograd for the forward ops and
-    autocast rules for the forward ops."""
+    autocast rules (registered from Python) for the forward ops."""
     qualname = f"fusedseq::{name}"
     has = torch._C._dispatch_has_kernel_for_dispatch_key
     assert has(qualname, "CPU") and has(qualname, "CUDA") and has(qualname, "Meta")
@@ -141,6 +240,6 @@ def test_every_op_has_tests_for_both_devices(request):
     if not any("test_attention.py" in i.nodeid for i in request.session.items):
         pytest.skip("only meaningful when the op test files are collected together")
     files = {pathlib.Path(i.fspath).name for i in items}
-    assert {"test_rnn_cell.py", "test_rnn.py", "test_attention.py"} <= files
+    assert {"test_rnn_cell.py", "test_rnn.py", "test_lstm_gru.py", "test_attention.py"} <= files
     marked = {op for i in items for m in i.iter_markers("ops") for op in m.args}
     assert set(ALL_OPS) <= marked

@@ -624,3 +624,34 @@ def test_cell_unrolled_equals_sequence(make):
         assert rel_err(torch.stack(hs), seq_out[0]) <= FP64_RTOL
         for a, b in zip(cur, seq_out[1:]):
             assert rel_err(a, b) <= FP64_RTOL
+
+
+@pytest.mark.parametrize("dtype", dtype_params([torch.float32, torch.float64, torch.bfloat16]))
+def test_fake_kernels_on_meta_tensors(dtype):
+    """Shapes and dtypes of every op's fake kernel; workspaces in the compute dtype."""
+    ops = torch.ops.fusedseq
+    T, B, I, H = 5, 3, 4, 6
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+
+    def meta(*shape, dt=dtype):
+        return torch.empty(*shape, device="meta", dtype=dt)
+
+    x, xs, h = meta(B, I), meta(T, B, I), meta(B, H)
+    w_ih, w_hh = meta(4 * H, I), meta(4 * H, H)
+    h1, c1, g = ops.lstm_cell(x, h, h, w_ih, w_hh, None, None)
+    assert h1.shape == c1.shape == (B, H) and h1.dtype == dtype and g.shape == (B, 4 * H) and g.dtype == cdt
+    grads = ops.lstm_cell_backward(h1, c1, g, x, h, h, w_ih, w_hh)
+    assert [t.shape for t in grads] == [(B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,)]
+    out, cs, g = ops.lstm(xs, h, h, w_ih, w_hh, None, None)
+    assert out.shape == cs.shape == (T, B, H) and g.shape == (T, B, 4 * H) and (cs.dtype, g.dtype) == (cdt, cdt)
+    grads = ops.lstm_backward(out, cs, out, cs, g, xs, h, h, w_ih, w_hh)
+    assert [t.shape for t in grads] == [(T, B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,)]
+    w_ih, w_hh = meta(3 * H, I), meta(3 * H, H)
+    h1, g = ops.gru_cell(x, h, w_ih, w_hh, None, None)
+    assert h1.shape == (B, H) and g.shape == (B, 4 * H) and g.dtype == cdt
+    grads = ops.gru_cell_backward(h1, g, x, h, w_ih, w_hh)
+    assert [t.shape for t in grads] == [(B, I), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,)]
+    out, g = ops.gru(xs, h, w_ih, w_hh, None, None)
+    assert out.shape == (T, B, H) and out.dtype == dtype and g.shape == (T, B, 4 * H) and g.dtype == cdt
+    grads = ops.gru_backward(out, out, g, xs, h, w_ih, w_hh)
+    assert [t.shape for t in grads] == [(T, B, I), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,)]

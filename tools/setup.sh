@@ -22,4 +22,4 @@ py="$venv/bin/python"
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
   cmake ninja tqdm matplotlib pytest expecttest
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation .
-"$py" -c "import fusedseq; i = fusedseq.build_info(); print('fusedseq', i['version'], 'torch', i['torch_version'], 'simd', i['cpu_simd'], 'cuda', i['cuda_compiled'])"
+"$py" -c "import fusedseq; i = fusedseq.build_info(); print('fusedseq', i['version'], 'torch', i['torch_version'], 'cpu isa', i['cpu_isa'], 'of', i['cpu_isas_compiled'], 'cuda', i['cuda_compiled'])"

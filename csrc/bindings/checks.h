@@ -2,67 +2,48 @@
 // argument and what was expected, and is raised before any kernel runs:
 // ValueError for shapes and values, TypeError for dtypes, devices and kinds.
 #pragma once
-#include <ATen/ATen.h>
-
+#include <algorithm>
 #include <initializer_list>
-#include <sstream>
 #include <string>
+#include <string_view>
 
+#include "bindings/errors.h"
+#include "bindings/stable.h"
 #include "common/params.h"
 
 namespace fusedseq::checks {
 
-inline std::string sizes_str(at::IntArrayRef s) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << (s.size() == 1 ? ",)" : ")");
-  return os.str();
-}
+std::string sizes_str(torch::headeronly::IntHeaderOnlyArrayRef s);
+std::string device_str(const torch::stable::Device& d);
+const char* dtype_str(torch::headeronly::ScalarType t);
 
 // t is a defined, floating-point tensor of exactly `dims` dims, none empty.
-inline void tensor(const char* op, const char* name, const at::Tensor& t, int64_t dims, const char* layout) {
-  TORCH_CHECK_TYPE(t.defined(), op, ": argument '", name, "' must be a tensor ", layout, ", got None");
-  TORCH_CHECK_TYPE(t.layout() == at::kStrided, op, ": argument '", name, "' must be a dense (strided) tensor, got ",
-                   t.layout());
-  const auto st = t.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, op,
-                   ": argument '", name, "' must be float32, float64, float16 or bfloat16, got ", st);
-  TORCH_CHECK_VALUE(t.dim() == dims, op, ": argument '", name, "' must be ", dims, "-D ", layout, ", got ",
-                    t.dim(), "-D with shape ", sizes_str(t.sizes()));
-  for (int64_t d = 0; d < dims; ++d)
-    TORCH_CHECK_VALUE(t.size(d) > 0, op, ": argument '", name, "' ", layout, " must not be empty, got shape ",
-                      sizes_str(t.sizes()));
-}
+void tensor(const char* op, const char* name, const Tensor& t, int64_t dims, const char* layout);
 
 // t has the expected sizes; `layout` spells them symbolically, e.g. "(H, I)".
-inline void shape(const char* op, const char* name, const at::Tensor& t, std::initializer_list<int64_t> expected,
-                  const char* layout) {
-  const bool ok = t.dim() == static_cast<int64_t>(expected.size()) &&
-                  std::equal(expected.begin(), expected.end(), t.sizes().begin());
-  TORCH_CHECK_VALUE(ok, op, ": argument '", name, "' must have shape ", layout, " = ",
-                    sizes_str(at::IntArrayRef(expected.begin(), expected.size())), ", got ", sizes_str(t.sizes()));
-}
+void shape(const char* op, const char* name, const Tensor& t, std::initializer_list<int64_t> expected,
+           const char* layout);
 
 // t matches ref in dtype and device.
-inline void like(const char* op, const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
-  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), op, ": argument '", name, "' must have the dtype of '",
-                   ref_name, "' (", ref.scalar_type(), "), got ", t.scalar_type());
-  TORCH_CHECK_TYPE(t.device() == ref.device(), op, ": argument '", name, "' must be on the device of '", ref_name,
-                   "' (", ref.device(), "), got ", t.device());
-}
+void like(const char* op, const char* name, const Tensor& t, const char* ref_name, const Tensor& ref);
 
-inline Activation activation(const char* op, c10::string_view nonlinearity) {
-  if (nonlinearity == "tanh") return Activation::Tanh;
-  if (nonlinearity == "relu") return Activation::Relu;
-  TORCH_CHECK_VALUE(false, op, ": argument 'nonlinearity' must be 'tanh' or 'relu', got '", std::string(nonlinearity),
-                    "'");
-  return Activation::Tanh;
-}
+// The weights and biases of a recurrent layer whose W_ih (G·H, I) and W_hh
+// (G·H, H) stack `gates` = G blocks of H rows (Elman 1, GRU 3, LSTM 4), like
+// `x` and against its input width I; a wrong row count names the weight.
+void recurrent_weights(const char* op, const Tensor& x, int64_t I, int64_t H, int64_t gates, const Tensor& w_ih,
+                       const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh);
 
-inline void supported_device(const char* op, const at::Tensor& t) {
-  TORCH_CHECK_TYPE(t.device().is_cpu() || t.device().is_cuda(), op, ": tensors must be on the CPU or a CUDA device, got ",
-                   t.device());
-}
+// A recurrent state (h, h0, ...): a (B, H) tensor like `x` whose B is x's
+// batch (dim `batch_dim` of x); returns H.
+int64_t first_state(const char* op, const char* name, const Tensor& t, const Tensor& x, int64_t batch_dim);
+
+// A tensor the forward returned in the compute dtype `dt` (gates, cell states,
+// lse): that dtype, on x's device, with the given sizes.
+void workspace(const char* op, const char* name, const Tensor& t, ScalarType dt, const Tensor& x,
+               std::initializer_list<int64_t> expected, const char* layout);
+
+Activation activation(const char* op, std::string_view nonlinearity);
+
+void supported_device(const char* op, const Tensor& t);
 
 }  // namespace fusedseq::checks

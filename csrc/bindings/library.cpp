@@ -1,43 +1,35 @@
-// The one place where fusedseq's op schemas are declared, and the Python
-// module fusedseq._C (build facts only: the ops reach Python through
-// torch.ops.fusedseq.*).
+// Defines torch.ops.fusedseq.* (from the schema list, declared once) and the
+// Python module fusedseq._C, which holds build facts only: the ops reach
+// Python through the dispatcher.
 #include <pybind11/pybind11.h>
-#include <torch/library.h>
+#include <pybind11/stl.h>
 
+#include "bindings/schemas.h"
+#include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
 
 #ifdef FUSEDSEQ_WITH_CUDA
 #include "cuda/kernels_cuda.h"
 #endif
 
-TORCH_LIBRARY(fusedseq, m) {
-  // h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh), act = nonlinearity ('tanh' | 'relu')
-  m.def("rnn_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-        "str nonlinearity) -> Tensor");
-  // -> (grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b); grad_b is the gradient of either bias
-  m.def("rnn_cell_backward(Tensor grad_h_next, Tensor h_next, Tensor x, Tensor h, Tensor w_ih, "
-        "Tensor w_hh, str nonlinearity) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // x (T, B, I), h0 (B, H) -> (output (T, B, H), h_n (B, H))
-  m.def("rnn(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-        "str nonlinearity) -> (Tensor, Tensor)");
-  // -> (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b)
-  m.def("rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor x, Tensor h0, "
-        "Tensor w_ih, Tensor w_hh, str nonlinearity) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // q (B, Hq, Nq, D), k/v (B, Hkv, Nk, D) -> (out (B, Hq, Nq, D), lse (B, Hq, Nq))
-  m.def("attention_fwd(Tensor q, Tensor k, Tensor v, bool causal, float scale) -> (Tensor, Tensor)");
-  // -> (grad_q, grad_k, grad_v)
-  m.def("attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-        "bool causal, float scale) -> (Tensor, Tensor, Tensor)");
+STABLE_TORCH_LIBRARY(fusedseq, m) {
+#define FUSEDSEQ_DEF(name, schema) m.def(schema);
+  FUSEDSEQ_OP_SCHEMAS(FUSEDSEQ_DEF)
+#undef FUSEDSEQ_DEF
 }
 
 namespace py = pybind11;
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedseq compiled extension: registers torch.ops.fusedseq.* on import";
+  // Choose the CPU kernels' instruction set now, so that a bad
+  // FUSEDSEQ_CPU_ISA fails the import with a message, not some later op.
+  fusedseq::cpu::chosen();
   m.def("build_info", []() {
     py::dict d;
     d["version"] = FUSEDSEQ_VERSION;
-    d["torch_version"] = FUSEDSEQ_TORCH_VERSION;
+    d["torch_version"] = FUSEDSEQ_TORCH_VERSION;         // the headers it was compiled with
+    d["torch_target_version"] = FUSEDSEQ_TORCH_TARGET;  // the oldest torch it runs with
 #ifdef FUSEDSEQ_WITH_CUDA
     d["cuda_compiled"] = true;
     d["cuda_archs"] = FUSEDSEQ_CUDA_ARCHS;
@@ -49,7 +41,9 @@ PYBIND11_MODULE(_C, m) {
 #endif
     // Ops with a CUDA kernel in this build (the CUDA issues fill this in).
     d["cuda_ops"] = py::list();
-    d["cpu_simd"] = fusedseq::cpu::simd_isa();
+    d["cpu_isa"] = std::string(fusedseq::cpu::chosen().isa);
+    d["cpu_isas_compiled"] = fusedseq::cpu::compiled_isas();
+    d["cpu_isas_runnable"] = fusedseq::cpu::runnable_isas();
     return d;
   });
 #ifdef FUSEDSEQ_WITH_CUDA

@@ -55,13 +55,16 @@ struct RnnCellBwdParams {
 };
 
 // ----------------------------------------------------------- RNN sequence --
-// The recurrence alone: on entry out[t] holds x_t W_ihᵀ + b_ih + b_hh (one
-// large matrix product done by the caller); on exit out[t] = h_t, where
-// h_t = act(out[t] + h_{t-1} W_hhᵀ) and h_{-1} = h0.
+// The recurrence alone: on entry out[t] holds x_t W_ihᵀ (one large matrix
+// product done by the caller); on exit out[t] = h_t, where
+// h_t = act(out[t] + b_ih + b_hh + h_{t-1} W_hhᵀ) and h_{-1} = h0. The biases
+// are added in the recurrence's epilogue, not in a pass of their own.
 template <typename T>
 struct RnnSeqFwdParams {
   const T* h0;    // (B, H)
   const T* w_hh;  // (H, H)
+  const T* b_ih;  // (H) or nullptr
+  const T* b_hh;  // (H) or nullptr
   T* out;         // (T, B, H) in: input projections, out: hidden states
   int64_t T_, B, H;
   Activation act;
@@ -125,15 +128,18 @@ struct LstmCellBwdParams {
 };
 
 // ----------------------------------------------------------- LSTM sequence --
-// The recurrence alone: on entry gates[t] holds x_t W_ihᵀ + b_ih + b_hh (one
-// large product done by the caller); each step adds h_{t-1} W_hhᵀ in place
-// and leaves the activated i, f, g, o there, with h_t in out[t] and c_t in
-// cell[t]. What the backward needs: gates (4BH per step), cell (BH) and out.
+// The recurrence alone: on entry gates[t] holds x_t W_ihᵀ (one large product
+// done by the caller); each step adds h_{t-1} W_hhᵀ in place, and the
+// epilogue the biases, and leaves the activated i, f, g, o there, with h_t in
+// out[t] and c_t in cell[t]. What the backward needs: gates (4BH per step),
+// cell (BH) and out.
 template <typename T>
 struct LstmSeqFwdParams {
   const T* h0;    // (B, H)
   const T* c0;    // (B, H)
   const T* w_hh;  // (4H, H)
+  const T* b_ih;  // (4H) or nullptr
+  const T* b_hh;  // (4H) or nullptr
   T* gates;       // (T, B, 4H) in: input projections, out: activated gates
   T* out;         // (T, B, H)  out: h_t
   T* cell;        // (T, B, H)  out: c_t
@@ -194,15 +200,17 @@ struct GruCellBwdParams {
 };
 
 // ------------------------------------------------------------ GRU sequence --
-// On entry gates[t][:, 0:3H] holds x_t W_ihᵀ + b_ih + (b_hr, b_hz, 0) (one
-// large product by the caller; b_hn cannot be folded in: r multiplies it);
-// each step leaves r, z, n and h_{t-1} W_hnᵀ + b_hn in gates[t] and h_t in
+// On entry gates[t][:, 0:3H] holds x_t W_ihᵀ (one large product by the
+// caller); each step adds the r and z rows of h_{t-1} W_hhᵀ in place, keeps
+// the n rows apart (r multiplies them, b_hn included), adds the biases in the
+// epilogue and leaves r, z, n and h_{t-1} W_hnᵀ + b_hn in gates[t] and h_t in
 // out[t]. What the backward needs: gates (4BH per step) and out.
 template <typename T>
 struct GruSeqFwdParams {
   const T* h0;    // (B, H)
   const T* w_hh;  // (3H, H)
-  const T* b_hn;  // (H) or nullptr
+  const T* b_ih;  // (3H) or nullptr
+  const T* b_hh;  // (3H) or nullptr
   T* gates;       // (T, B, 4H)
   T* out;         // (T, B, H) out
   int64_t T_, B, H;

@@ -28,7 +28,7 @@
 #include "cpu/kernels_cpu.h"
 #include "cpu/microkernels.h"
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 namespace {
 
 // BM is a multiple of the 6-row register tile, BN of the 16-column one.
@@ -303,4 +303,4 @@ template void attention_forward<double>(const AttnFwdParams<double>&, const Para
 template void attention_backward<float>(const AttnBwdParams<float>&, const ParallelFor&);
 template void attention_backward<double>(const AttnBwdParams<double>&, const ParallelFor&);
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

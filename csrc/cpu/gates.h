@@ -29,7 +29,7 @@
 
 #include "cpu/microkernels.h"
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 
 template <typename T>
 inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
@@ -241,4 +241,4 @@ inline void gru_backward_row(const T* gates, int64_t gs, const T* h, const T* dh
   }
 }
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

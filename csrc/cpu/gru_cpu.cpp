@@ -16,7 +16,7 @@
 #include "cpu/kernels_cpu.h"
 #include "cpu/recurrent.h"
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 namespace {
 constexpr int64_t G = 3;  // gates per unit: r, z, n
 constexpr int64_t S = 4;  // slots per unit in a gate row: r, z, n, a
@@ -83,6 +83,9 @@ void gru_seq_forward(const GruSeqFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, SH = S * H, BH = B * H;
   const int64_t nchunks = div_up(H, kUnitChunk);
   const int64_t grain = grain_for(B * G * kUnitChunk * H);
+  const std::vector<T> bias_rz = combined_bias(p.b_ih, p.b_hh, 2 * H);  // b_ir + b_hr, b_iz + b_hz
+  const T* b_in = p.b_ih ? p.b_ih + 2 * H : nullptr;
+  const T* b_hn = p.b_hh ? p.b_hh + 2 * H : nullptr;
   auto wp = std::make_unique_for_overwrite<T[]>(nchunks * G * H * kPanel);
   pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) pack_gate_chunk<T>(p.w_hh, H, G, c, wp.get());
@@ -99,8 +102,9 @@ void gru_seq_forward(const GruSeqFwdParams<T>& p, const ParallelFor& pf) {
         // n: h W_hnᵀ into slot 3
         gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, 2), kPanel, z + 3 * H + j0, SH, false);
         for (int64_t b = 0; b < B; ++b)
-          gru_forward_row<T>(z + b * SH + j0, H, nullptr, nullptr, p.b_hn ? p.b_hn + j0 : nullptr,
-                             h_prev + b * H + j0, h_t + b * H + j0, n);
+          gru_forward_row<T>(z + b * SH + j0, H, bias_rz.empty() ? nullptr : bias_rz.data() + j0,
+                             b_in ? b_in + j0 : nullptr, b_hn ? b_hn + j0 : nullptr, h_prev + b * H + j0,
+                             h_t + b * H + j0, n);
       }
     });
   }
@@ -163,4 +167,4 @@ FUSEDSEQ_INSTANTIATE(float)
 FUSEDSEQ_INSTANTIATE(double)
 #undef FUSEDSEQ_INSTANTIATE
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

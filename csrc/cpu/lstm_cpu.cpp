@@ -19,7 +19,7 @@
 #include "cpu/kernels_cpu.h"
 #include "cpu/recurrent.h"
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 namespace {
 constexpr int64_t G = 4;  // gates per unit: i, f, g, o
 }  // namespace
@@ -69,6 +69,7 @@ void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, GH = G * H, BH = B * H;
   const int64_t nchunks = div_up(H, kUnitChunk);
   const int64_t grain = grain_for(B * G * kUnitChunk * H);
+  const std::vector<T> bias = combined_bias(p.b_ih, p.b_hh, GH);
   auto wp = std::make_unique_for_overwrite<T[]>(nchunks * G * H * kPanel);
   pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) pack_gate_chunk<T>(p.w_hh, H, G, c, wp.get());
@@ -86,8 +87,8 @@ void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf) {
         for (int64_t q = 0; q < G; ++q)
           gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, q), kPanel, z + q * H + j0, GH, true);
         for (int64_t b = 0; b < B; ++b)
-          lstm_forward_row<T>(z + b * GH + j0, H, nullptr, c_prev + b * H + j0, c_t + b * H + j0, h_t + b * H + j0,
-                              n);
+          lstm_forward_row<T>(z + b * GH + j0, H, bias.empty() ? nullptr : bias.data() + j0, c_prev + b * H + j0,
+                              c_t + b * H + j0, h_t + b * H + j0, n);
       }
     });
   }
@@ -146,4 +147,4 @@ FUSEDSEQ_INSTANTIATE(float)
 FUSEDSEQ_INSTANTIATE(double)
 #undef FUSEDSEQ_INSTANTIATE
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

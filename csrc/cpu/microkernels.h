@@ -34,7 +34,7 @@
 #define FUSEDSEQ_AVX2 0
 #endif
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 
 // ------------------------------------------------------------ generic path --
 template <typename T>
@@ -378,4 +378,4 @@ inline void mul_act_grad_row(T* g, const T* y, int64_t n, bool relu) {
   for (; j < n; ++j) g[j] = relu ? (y[j] > T(0) ? g[j] : T(0)) : g[j] * (T(1) - y[j] * y[j]);
 }
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

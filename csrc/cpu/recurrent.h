@@ -17,7 +17,7 @@
 #include "common/params.h"
 #include "cpu/microkernels.h"
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 
 // Units per chunk: the 16-wide register tiles of gemm_nn, and the panels.
 constexpr int64_t kUnitChunk = kPanel;
@@ -150,4 +150,4 @@ inline std::vector<T> combined_bias(const T* b_ih, const T* b_hh, int64_t n) {
   return s;
 }
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

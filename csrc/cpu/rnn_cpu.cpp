@@ -10,7 +10,7 @@
 #include "cpu/kernels_cpu.h"
 #include "cpu/microkernels.h"
 
-namespace fusedseq::cpu {
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 namespace {
 
 // Column chunks are multiples of 16 so that every thread's slice lines up
@@ -102,10 +102,10 @@ void rnn_cell_backward(const RnnCellBwdParams<T>& p, const ParallelFor& pf) {
 }
 
 // --------------------------------------------------------- sequence forward --
-// out[t] arrives holding x_t W_ihᵀ + b; each step adds h_{t-1} W_hhᵀ into it
-// in place and applies the activation, while the chunk is still in L1. W_hhᵀ
-// is packed once per call (row k = column k of W_hh) so that the per-step
-// product streams contiguous rows.
+// out[t] arrives holding x_t W_ihᵀ; each step adds h_{t-1} W_hhᵀ into it in
+// place, then the biases, and applies the activation while the chunk is still
+// in L1. W_hhᵀ is packed once per call (row k = column k of W_hh) so that the
+// per-step product streams contiguous rows.
 template <typename T>
 void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, BH = B * H;
@@ -113,6 +113,11 @@ void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
   // W_hhᵀ in 16-column panels: B(k, j) = W_hh[j, k].
   std::vector<T> wt(panels_size(H, H));
   pack_panels<T>(H, H, p.w_hh, 1, H, wt.data());
+  std::vector<T> bias;
+  if (p.b_ih || p.b_hh) {
+    bias.resize(H);
+    for (int64_t j = 0; j < H; ++j) bias[j] = (p.b_ih ? p.b_ih[j] : T(0)) + (p.b_hh ? p.b_hh[j] : T(0));
+  }
   const int64_t nchunks = div_up(H, kColChunk);
   const int64_t grain = col_grain(nchunks, B * H * H);
   for (int64_t t = 0; t < p.T_; ++t) {
@@ -120,8 +125,9 @@ void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
     T* cur = p.out + t * BH;
     pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
       const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
+      const T* b = bias.empty() ? nullptr : bias.data() + j0;
       gemm_nn_packed<T>(B, n, H, prev, H, 1, wt.data() + j0 * H, cur + j0, H, /*accumulate=*/true);
-      for (int64_t b = 0; b < B; ++b) bias_act_row<T>(cur + b * H + j0, nullptr, n, relu);
+      for (int64_t r = 0; r < B; ++r) bias_act_row<T>(cur + r * H + j0, b, n, relu);
     });
   }
 }
@@ -174,4 +180,4 @@ FUSEDSEQ_INSTANTIATE(float)
 FUSEDSEQ_INSTANTIATE(double)
 #undef FUSEDSEQ_INSTANTIATE
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

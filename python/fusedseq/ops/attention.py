@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
+from . import _autocast
 
 _ops = torch.ops.fusedseq
 
@@ -52,6 +53,8 @@ def _attention_bwd_refuse(ctx, *grads):
 # Differentiating the gradient must fail loudly, not return autograd's zeros.
 torch.library.register_autograd("fusedseq::attention_bwd", _attention_bwd_refuse,
                                 setup_context=lambda ctx, inputs, output: None)
+
+_autocast.register("attention_fwd")
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False, scale: Optional[float] = None) -> Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
+from . import _autocast
 from ._recurrent import (batch_state, compute_dtype, from_time_major, hidden_size, refuse_double_backward,
                          to_time_major, zeros_state)
 
@@ -87,6 +88,8 @@ def _gru_backward(ctx, grad_output, _grad_gates):
 torch.library.register_autograd("fusedseq::gru_cell", _gru_cell_backward, setup_context=_setup)
 torch.library.register_autograd("fusedseq::gru", _gru_backward, setup_context=_setup)
 refuse_double_backward("gru_cell_backward", "gru_backward")
+_autocast.register("gru_cell")
+_autocast.register("gru")
 
 
 # ------------------------------------------------------------ public API --

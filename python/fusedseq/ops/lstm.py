@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
+from . import _autocast
 from ._recurrent import (batch_state, compute_dtype, from_time_major, hidden_size, refuse_double_backward,
                          to_time_major, zeros_state)
 
@@ -105,6 +106,8 @@ def _lstm_backward(ctx, grad_output, grad_cell_states, _grad_gates):
 
 torch.library.register_autograd("fusedseq::lstm", _lstm_backward, setup_context=_lstm_setup)
 refuse_double_backward("lstm_cell_backward", "lstm_backward")
+_autocast.register("lstm_cell")
+_autocast.register("lstm")
 
 
 # ------------------------------------------------------------ public API --

@@ -7,6 +7,8 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
+from . import _autocast
+from ._recurrent import refuse_double_backward
 
 _ops = torch.ops.fusedseq
 
@@ -78,23 +80,9 @@ def _rnn_backward(ctx, grad_output, grad_h_n):
 torch.library.register_autograd("fusedseq::rnn", _rnn_backward, setup_context=_rnn_setup)
 
 
-# The backward ops are not differentiable themselves: differentiating a
-# gradient (create_graph=True, then backward again) must fail loudly rather
-# than return the zeros autograd would otherwise produce.
-def _no_double_backward(op_name: str):
-    def refuse(ctx, *grads):
-        raise RuntimeError(f"fusedseq: double backward through {op_name} is not supported "
-                           "(its backward op is not differentiable)")
-
-    def setup(ctx, inputs, output):
-        pass
-
-    return refuse, setup
-
-
-for _op in ("rnn_cell_backward", "rnn_backward"):
-    _refuse, _setup = _no_double_backward(f"fusedseq.{_op.removesuffix('_backward')}")
-    torch.library.register_autograd(f"fusedseq::{_op}", _refuse, setup_context=_setup)
+refuse_double_backward("rnn_cell_backward", "rnn_backward")
+_autocast.register("rnn_cell")
+_autocast.register("rnn")
 
 
 # ------------------------------------------------------------ public API --

@@ -9,6 +9,9 @@ import math
 import pytest
 import torch
 
+import fusedseq
+import fusedseq.reference
+
 from conftest import (FP32_RTOL, FP64_RTOL, assert_accurate, check_against_reference, dtype_params, fwd_bwd, nbytes,
                       poison_heap, rel_err, with_views)
 from _gated import GRU, LSTM, gated_weights, kind_params, module_state, state_tensors
@@ -666,3 +669,30 @@ def test_fake_kernels_on_meta_tensors(dtype):
     assert out.shape == (T, B, H) and out.dtype == dtype and g.shape == (T, B, 4 * H) and g.dtype == cdt
     grads = ops.gru_backward(out, out, g, xs, h, w_ih, w_hh)
     assert [t.shape for t in grads] == [(T, B, I), (B, H), (3 * H, I), (3 * H, H), (3 * H,), (3 * H,)]
+
+
+@pytest.mark.parametrize("op", ["rnn", "lstm", "gru"])
+def test_inputs_offset_into_their_storage(op, make):
+    """Contiguous inputs that start inside a larger buffer (storage_offset > 0):
+    the bindings' views must start where the tensor does (a view that added
+    the offset twice once read the wrong memory here)."""
+    T, B, I, H = 5, 3, 4, 6
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[op]
+    x = make(T + 2, B, I, dtype=torch.float64)[2:]
+    states = [make(B + 1, H, dtype=torch.float64)[1:] for _ in range(2 if op == "lstm" else 1)]
+    w = [make(G * H + 1, n, dtype=torch.float64)[1:] for n in (I, H)] + [make(G * H + 3, dtype=torch.float64)[3:]
+                                                                       for _ in range(2)]
+    assert x.is_contiguous() and x.storage_offset() > 0 and all(t.storage_offset() > 0 for t in (*states, *w))
+    fused = {"rnn": lambda x, h, *w: fusedseq.rnn(x, h, *w),
+             "lstm": lambda x, h, c, *w: LSTM.seq(x, h, c, *w), "gru": lambda x, h, *w: GRU.seq(x, h, *w)}[op]
+    ref = {"rnn": lambda x, h, *w: fusedseq.reference.rnn(x, h, *w),
+           "lstm": lambda x, h, c, *w: LSTM.seq_ref(x, h, c, *w), "gru": lambda x, h, *w: GRU.seq_ref(x, h, *w)}[op]
+    inputs = [x, *states, *w]
+    cots = [make(T, B, H, dtype=torch.float64)] + [make(B, H, dtype=torch.float64) for _ in states]
+    results = []
+    for fn in (fused, ref):
+        leaves = [t.detach().clone().requires_grad_() if fn is ref else t.detach().requires_grad_() for t in inputs]
+        outs = fn(*leaves)
+        results.append([*outs, *torch.autograd.grad(outs, leaves, cots)])
+    for a, b in zip(*results):
+        assert rel_err(a, b) <= FP64_RTOL

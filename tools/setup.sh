@@ -17,9 +17,14 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 py="$venv/bin/python"
-# Build tools first: the extension is built without isolation, against the
-# torch installed here (a torch in an isolated build env would not match).
+# Build tools first, then the extension without build isolation, against the
+# torch installed here: no second torch to install in a build environment.
+# (The build runs with any torch >= 2.10 either way: the bindings use only
+# the stable ABI. `pip install .` with isolation works too, only slower.)
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
   cmake ninja tqdm matplotlib pytest expecttest
-"$py" -m pip install -q --disable-pip-version-check --no-build-isolation .
+# One build folder per environment, so that switching between .venv and
+# .venv-cuda (or re-running after a failed build) recompiles only what changed.
+"$py" -m pip install -q --disable-pip-version-check --no-build-isolation \
+  -Cbuild-dir="build/$(basename "$venv" | sed "s/^\\.//")" .
 "$py" -c "import fusedseq; i = fusedseq.build_info(); print('fusedseq', i['version'], 'torch', i['torch_version'], 'cpu isa', i['cpu_isa'], 'of', i['cpu_isas_compiled'], 'cuda', i['cuda_compiled'])"

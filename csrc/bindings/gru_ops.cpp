@@ -26,8 +26,8 @@ using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 // each row saw: (grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh).
 std::tuple<Tensor, Tensor, Tensor, Tensor> weight_grads(const Tensor& dz, const Tensor& x, const Tensor& h) {
   const int64_t H = dz.size(1) / S;
-  const auto input_side = narrow(dz, 1, 0, G * H);
-  const auto rz = narrow(dz, 1, 0, 2 * H), n_hidden = narrow(dz, 1, G * H, H);
+  const auto input_side = columns(dz, 0, G * H);
+  const auto rz = columns(dz, 0, 2 * H), n_hidden = columns(dz, G * H, H);
   const auto dwi = mm(t(input_side), x);
   const auto dwh = cat({mm(t(rz), h), mm(t(n_hidden), h)}, 0);
   return {dwi, dwh, sum_dim(input_side, 0), cat({sum_dim(rz, 0), sum_dim(n_hidden, 0)}, 0)};
@@ -121,8 +121,7 @@ std::tuple<Tensor, Tensor> gru(const Tensor& x,        // (T, B, I)
   // The input projection of every step is one large product, written straight
   // into the first three slots of `gates`; the recurrence does the rest in place.
   auto gates = empty({T_, B, S * H}, dt, x);
-  mm_out(narrow(torch::stable::view(gates, {T_ * B, S * H}), 1, 0, G * H), torch::stable::view(xc, {T_ * B, I}),
-         t(to_dtype(w_ih, dt)));
+  mm_out(columns(view2d(gates, T_ * B, S * H), 0, G * H), view2d(xc, T_ * B, I), t(to_dtype(w_ih, dt)));
   auto out = empty({T_, B, H}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
     GruSeqFwdParams<T> p{ptr<T>(hc), ptr<T>(wh), ptr<T>(bi), ptr<T>(bh), ptr<T>(gates), ptr<T>(out), T_, B, H};
@@ -163,9 +162,9 @@ Grads gru_backward(const Tensor& grad_output,  // (T, B, H)
     cpu::kernels<T>().gru_seq_backward(p, torch_parallel_for());
   });
   // Everything left is a large product over all T·B rows at once.
-  const auto dz2 = torch::stable::view(dz, {T_ * B, S * H});
-  const auto dx = torch::stable::view(mm(narrow(dz2, 1, 0, G * H), wi), {T_, B, I});
-  const auto [dwi, dwh, dbi, dbh] = weight_grads(dz2, torch::stable::view(xc, {T_ * B, I}), previous_states(hc, y));
+  const auto dz2 = view2d(dz, T_ * B, S * H);
+  const auto dx = strided_view(mm(columns(dz2, 0, G * H), wi), {T_, B, I}, {B * I, I, 1});
+  const auto [dwi, dwh, dbi, dbh] = weight_grads(dz2, view2d(xc, T_ * B, I), previous_states(hc, y));
   const auto st = x.scalar_type();
   return {to_dtype(dx, st), to_dtype(dh0, st), to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(dbi, st), to_dtype(dbh, st)};
 }

@@ -121,7 +121,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm(const Tensor& x,        // (T, B, I)
   // The input projection of every step is one large product, written straight
   // into `gates`; the recurrence then adds h W_hhᵀ and the biases in place.
   auto gates = empty({T_, B, G * H}, dt, x);
-  mm_out(torch::stable::view(gates, {T_ * B, G * H}), torch::stable::view(xc, {T_ * B, I}), t(to_dtype(w_ih, dt)));
+  mm_out(view2d(gates, T_ * B, G * H), view2d(xc, T_ * B, I), t(to_dtype(w_ih, dt)));
   auto out = empty({T_, B, H}, dt, x), cell = empty({T_, B, H}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
     LstmSeqFwdParams<T> p{ptr<T>(hc),    ptr<T>(cc),  ptr<T>(wh),   ptr<T>(bi), ptr<T>(bh),
@@ -174,9 +174,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     cpu::kernels<T>().lstm_seq_backward(p, torch_parallel_for());
   });
   // Everything left is a large product over all T·B rows at once.
-  const auto dz2 = torch::stable::view(dz, {T_ * B, G * H});
-  const auto dx = torch::stable::view(mm(dz2, wi), {T_, B, I});
-  const auto dwi = mm(t(dz2), torch::stable::view(xc, {T_ * B, I}));
+  const auto dz2 = view2d(dz, T_ * B, G * H);
+  const auto dx = strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
+  const auto dwi = mm(t(dz2), view2d(xc, T_ * B, I));
   const auto dwh = mm(t(dz2), previous_states(hc, y));
   const auto db = sum_dim(dz2, 0);
   const auto st = x.scalar_type();

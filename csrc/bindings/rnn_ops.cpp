@@ -122,14 +122,14 @@ std::tuple<Tensor, Tensor> rnn(const Tensor& x,        // (T, B, I)
   // The input projection of every step is one large product, written straight
   // into `out`; the recurrence then adds h W_hhᵀ and the biases in place.
   auto out = empty({T_, B, H}, dt, x);
-  mm_out(torch::stable::view(out, {T_ * B, H}), torch::stable::view(xc, {T_ * B, I}), t(wi));
+  mm_out(view2d(out, T_ * B, H), view2d(xc, T_ * B, I), t(wi));
   dispatch_compute(dt, [&]<typename T>() {
     RnnSeqFwdParams<T> p{ptr<T>(hc), ptr<T>(wh), ptr<T>(bi), ptr<T>(bh), ptr<T>(out), T_, B, H, act};
     cpu::kernels<T>().rnn_seq_forward(p, torch_parallel_for());
   });
   const auto st = x.scalar_type();
-  const auto h_n = torch::stable::to(torch::stable::select(out, 0, T_ - 1), st, std::nullopt, std::nullopt,
-                                     std::nullopt, /*non_blocking=*/false, /*copy=*/true);
+  auto h_n = empty({B, H}, st, x);
+  copy_into(h_n, strided_view(out, {B, H}, {H, 1}, (T_ - 1) * B * H));
   return {to_dtype(out, st), h_n};
 }
 
@@ -173,9 +173,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
   });
   // Everything left is a large product over all T·B rows at once. Step t saw
   // h_{t-1}: h0, then the outputs shifted by one step.
-  const auto dz2 = torch::stable::view(dz, {T_ * B, H});
-  const auto dx = torch::stable::view(mm(dz2, wi), {T_, B, I});
-  const auto dwi = mm(t(dz2), torch::stable::view(xc, {T_ * B, I}));
+  const auto dz2 = view2d(dz, T_ * B, H);
+  const auto dx = strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
+  const auto dwi = mm(t(dz2), view2d(xc, T_ * B, I));
   const auto dwh = mm(t(dz2), previous_states(hc, y));
   const auto db = sum_dim(dz2, 0);
   const auto st = x.scalar_type();

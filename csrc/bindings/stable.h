@@ -39,8 +39,13 @@ inline ScalarType compute_dtype(const Tensor& t) {
   return t.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
 }
 
-// Contiguous copy in dtype `dt` (no copy when it already is).
+// Every torch::stable op is a boxed dispatcher call (a few µs), which adds
+// up on the small RNN-cell calls that autoregressive loops make: the helpers
+// below first ask the tensor (a plain C call) whether there is anything to do.
+
+// Contiguous, in dtype `dt`: the tensor itself when it already is.
 inline Tensor as_compute(const Tensor& t, ScalarType dt) {
+  if (t.scalar_type() == dt && t.is_contiguous()) return t;
   return torch::stable::contiguous(torch::stable::to(t, dt));
 }
 
@@ -51,12 +56,14 @@ inline std::optional<Tensor> as_compute(const std::optional<Tensor>& t, ScalarTy
 
 // In dtype `dt` with unit stride along the last dim, other strides kept.
 inline Tensor unit_last_stride(const Tensor& t, ScalarType dt) {
-  Tensor r = torch::stable::to(t, dt);
+  Tensor r = t.scalar_type() == dt ? t : torch::stable::to(t, dt);
   return r.stride(-1) == 1 ? r : torch::stable::contiguous(r);
 }
 
-// t in dtype `dt` (no copy when it already is).
-inline Tensor to_dtype(const Tensor& t, ScalarType dt) { return torch::stable::to(t, dt); }
+// t in dtype `dt` (the tensor itself when it already is).
+inline Tensor to_dtype(const Tensor& t, ScalarType dt) {
+  return t.scalar_type() == dt ? t : torch::stable::to(t, dt);
+}
 
 // Calls fn.template operator()<scalar_t>() with scalar_t = float or double.
 template <typename Fn>
@@ -86,15 +93,51 @@ inline Tensor call_aten(const char* name, const char* overload, const Args&... a
   return torch::stable::detail::to<Tensor>(stack[0]);
 }
 
+// A new contiguous tensor on the device of `device_of`. Straight through the
+// C shim (aoti_torch_empty_strided): no boxed dispatcher call, which is most
+// of what a small op would otherwise spend outside its kernel.
 inline Tensor empty(IntList sizes, ScalarType dt, const Tensor& device_of) {
-  return torch::stable::empty(sizes, dt, std::nullopt, device_of.device());
+  constexpr size_t kMaxDims = 8;
+  STD_TORCH_CHECK(sizes.size() <= kMaxDims, "fusedseq: empty() takes at most 8 dims");
+  std::array<int64_t, kMaxDims> strides{};
+  int64_t stride = 1;
+  for (size_t i = sizes.size(); i-- > 0;) {
+    strides[i] = stride;
+    stride *= sizes[i];
+  }
+  int32_t device_type = 0, device_index = 0;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_type(device_of.get(), &device_type));
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_get_device_index(device_of.get(), &device_index));
+  const auto dtype = torch::stable::detail::to<int32_t>(torch::stable::detail::from(dt));
+  AtenTensorHandle handle = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_empty_strided(static_cast<int64_t>(sizes.size()), sizes.data(),
+                                                         strides.data(), dtype, device_type, device_index, &handle));
+  return Tensor(handle);
 }
 
 inline Tensor mm(const Tensor& a, const Tensor& b) { return call_aten("aten::mm", "", a, b); }
 inline void mm_out(const Tensor& out, const Tensor& a, const Tensor& b) { call_aten("aten::mm", "out", a, b, out); }
-inline Tensor t(const Tensor& a) { return torch::stable::transpose(a, 0, 1); }
-inline Tensor narrow(Tensor a, int64_t dim, int64_t start, int64_t length) {
-  return torch::stable::narrow(a, dim, start, length);
+
+// Views made through the C shim (no dispatcher call): `sizes`/`strides` over
+// a's storage, starting `offset` elements after a's first element. (The
+// shim's offset argument is an increment on a's own storage offset, as
+// torch.ops.inductor._reinterpret_tensor's is: passing a.storage_offset()
+// too would count it twice for a view that does not start its storage.)
+inline Tensor strided_view(const Tensor& a, IntList sizes, IntList strides, int64_t offset = 0) {
+  STD_TORCH_CHECK(sizes.size() == strides.size(), "fusedseq: strided_view needs one stride per size");
+  AtenTensorHandle handle = nullptr;
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch__reinterpret_tensor(a.get(), static_cast<int64_t>(sizes.size()),
+                                                               sizes.data(), strides.data(), offset, &handle));
+  return Tensor(handle);
+}
+// (rows, cols) view of a contiguous tensor.
+inline Tensor view2d(const Tensor& a, int64_t rows, int64_t cols) { return strided_view(a, {rows, cols}, {cols, 1}); }
+// Transpose of a 2-D tensor.
+inline Tensor t(const Tensor& a) { return strided_view(a, {a.size(1), a.size(0)}, {a.stride(1), a.stride(0)}); }
+
+// dst <- src (same shape; dtypes may differ), through the C shim.
+inline void copy_into(const Tensor& dst, const Tensor& src) {
+  STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch_copy_(dst.get(), src.get(), /*non_blocking=*/0));
 }
 inline Tensor cat(const std::vector<Tensor>& ts, int64_t dim) { return call_aten("aten::cat", "", ts, dim); }
 inline Tensor sum_dim(const Tensor& a, int64_t dim) {

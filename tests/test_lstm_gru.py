@@ -360,40 +360,20 @@ def test_saved_workspace_is_compute_dtype(kind, make):
 
 
 # ------------------------------------------------------------------ compile --
+@pytest.mark.parametrize("cell", [False, True], ids=["sequence", "cell"])
 @pytest.mark.parametrize("kind", kind_params())
-def test_compile_fullgraph(kind, make):
+def test_compile_fullgraph(kind, cell, make):
+    """torch.compile(fullgraph=True) through the public function, forward and backward."""
     torch._dynamo.reset()
     T, B, I, H = 6, 3, 5, 8
+    fn, names = (kind.cell, kind.cell_states) if cell else (kind.seq, kind.states)
 
     def f(x, *rest):
-        outs = kind.seq(x.cos(), *rest)
-        return tuple(o * 3.0 for o in outs)
+        out = fn(x.cos(), *rest)
+        return tuple(o * 3.0 for o in (out if isinstance(out, tuple) else (out,)))
 
-    args = [t.float().requires_grad_() for t in (make(T, B, I, dtype=torch.float64),
-                                                 *[make(B, H, dtype=torch.float64) for _ in kind.states],
-                                                 *gated_weights(make, I, H, kind.gates))]
-    compiled = torch.compile(f, fullgraph=True)
-    outs_c = compiled(*args)
-    cots = [make(*o.shape) for o in outs_c]
-    grads_c = torch.autograd.grad(outs_c, args, cots)
-    outs_e = f(*args)
-    grads_e = torch.autograd.grad(outs_e, args, cots)
-    for a, b in zip((*outs_c, *grads_c), (*outs_e, *grads_e)):
-        assert rel_err(a, b) <= 1e-6
-    torch._dynamo.reset()
-
-
-@pytest.mark.parametrize("kind", kind_params())
-def test_compile_fullgraph_cell(kind, make):
-    torch._dynamo.reset()
-    B, I, H = 4, 6, 8
-
-    def f(x, *rest):
-        out = kind.cell(x * 2.0, *rest)
-        return tuple(o.sin() for o in (out if isinstance(out, tuple) else (out,)))
-
-    args = [t.float().requires_grad_() for t in (make(B, I, dtype=torch.float64),
-                                                 *[make(B, H, dtype=torch.float64) for _ in kind.cell_states],
+    x = make(*((B, I) if cell else (T, B, I)), dtype=torch.float64)
+    args = [t.float().requires_grad_() for t in (x, *[make(B, H, dtype=torch.float64) for _ in names],
                                                  *gated_weights(make, I, H, kind.gates))]
     outs_c = torch.compile(f, fullgraph=True)(*args)
     cots = [make(*o.shape) for o in outs_c]

@@ -77,6 +77,13 @@ void like(const char* op, const char* name, const Tensor& t, const char* ref_nam
                       "' (", device_str(ref.device()), "), got ", device_str(t.device()));
 }
 
+void tensor_like(const char* op, const char* name, const Tensor& t, const Tensor& x,
+                 std::initializer_list<int64_t> expected, const char* layout) {
+  tensor(op, name, t, static_cast<int64_t>(expected.size()), layout);
+  like(op, name, t, "x", x);
+  shape(op, name, t, expected, layout);
+}
+
 void recurrent_weights(const char* op, const Tensor& x, int64_t I, int64_t H, int64_t gates, const Tensor& w_ih,
                        const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh) {
   const std::string rows = gates == 1 ? "H" : std::to_string(gates) + "H";

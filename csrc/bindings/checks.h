@@ -27,6 +27,11 @@ void shape(const char* op, const char* name, const Tensor& t, std::initializer_l
 // t matches ref in dtype and device.
 void like(const char* op, const char* name, const Tensor& t, const char* ref_name, const Tensor& ref);
 
+// tensor(), like(t, x) and shape() at once: a floating tensor of exactly
+// `expected` sizes with x's dtype and device.
+void tensor_like(const char* op, const char* name, const Tensor& t, const Tensor& x,
+                 std::initializer_list<int64_t> expected, const char* layout);
+
 // The weights and biases of a recurrent layer whose W_ih (G·H, I) and W_hh
 // (G·H, H) stack `gates` = G blocks of H rows (Elman 1, GRU 3, LSTM 4), like
 // `x` and against its input width I; a wrong row count names the weight.

@@ -14,8 +14,6 @@
 namespace fusedseq {
 namespace {
 
-using checks::like;
-using checks::shape;
 using OptTensor = std::optional<Tensor>;
 constexpr int64_t G = 3;  // gates: r, z, n
 constexpr int64_t S = 4;  // slots of a gate row: r, z, n, h W_hnᵀ + b_hn
@@ -74,9 +72,7 @@ Grads gru_cell_backward(const Tensor& grad_h_next,  // (B, H)
   checks::tensor(op, "x", x, 2, "(B, I)");
   checks::supported_device(op, x);
   const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
-  checks::tensor(op, "grad_h_next", grad_h_next, 2, "(B, H)");
-  like(op, "grad_h_next", grad_h_next, "x", x);
-  shape(op, "grad_h_next", grad_h_next, {B, H}, "(B, H)");
+  checks::tensor_like(op, "grad_h_next", grad_h_next, x, {B, H}, "(B, H)");
   const auto dt = compute_dtype(x);
   checks::workspace(op, "gates", gates, dt, x, {B, S * H}, "(B, 4H)");
   checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
@@ -143,11 +139,8 @@ Grads gru_backward(const Tensor& grad_output,  // (T, B, H)
   checks::tensor(op, "x", x, 3, "(T, B, I)");
   checks::supported_device(op, x);
   const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}}) {
-    checks::tensor(op, name, *t, 3, "(T, B, H)");
-    like(op, name, *t, "x", x);
-    shape(op, name, *t, {T_, B, H}, "(T, B, H)");
-  }
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}})
+    checks::tensor_like(op, name, *t, x, {T_, B, H}, "(T, B, H)");
   const auto dt = compute_dtype(x);
   checks::workspace(op, "gates", gates, dt, x, {T_, B, S * H}, "(T, B, 4H)");
   checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);

@@ -12,8 +12,6 @@
 namespace fusedseq {
 namespace {
 
-using checks::like;
-using checks::shape;
 using OptTensor = std::optional<Tensor>;
 constexpr int64_t G = 4;  // gates: i, f, g, o
 
@@ -31,9 +29,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& x,        // (B, I)
   checks::tensor(op, "x", x, 2, "(B, I)");
   checks::supported_device(op, x);
   const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
-  checks::tensor(op, "c", c, 2, "(B, H)");
-  like(op, "c", c, "x", x);
-  shape(op, "c", c, {B, H}, "(B, H)");
+  checks::tensor_like(op, "c", c, x, {B, H}, "(B, H)");
   checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
   if (x.is_cuda()) no_cuda_kernel(op);
 
@@ -69,11 +65,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
   const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
   for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_h_next", &grad_h_next},
                          {"grad_c_next", &grad_c_next},
-                         {"c", &c}}) {
-    checks::tensor(op, name, *t, 2, "(B, H)");
-    like(op, name, *t, "x", x);
-    shape(op, name, *t, {B, H}, "(B, H)");
-  }
+                         {"c", &c}})
+    checks::tensor_like(op, name, *t, x, {B, H}, "(B, H)");
   const auto dt = compute_dtype(x);
   checks::workspace(op, "gates", gates, dt, x, {B, G * H}, "(B, 4H)");
   checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
@@ -109,9 +102,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm(const Tensor& x,        // (T, B, I)
   checks::tensor(op, "x", x, 3, "(T, B, I)");
   checks::supported_device(op, x);
   const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
-  checks::tensor(op, "c0", c0, 2, "(B, H)");
-  like(op, "c0", c0, "x", x);
-  shape(op, "c0", c0, {B, H}, "(B, H)");
+  checks::tensor_like(op, "c0", c0, x, {B, H}, "(B, H)");
   checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
   if (x.is_cuda()) no_cuda_kernel(op);
 
@@ -148,14 +139,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   checks::tensor(op, "x", x, 3, "(T, B, I)");
   checks::supported_device(op, x);
   const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
-  checks::tensor(op, "c0", c0, 2, "(B, H)");
-  like(op, "c0", c0, "x", x);
-  shape(op, "c0", c0, {B, H}, "(B, H)");
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}}) {
-    checks::tensor(op, name, *t, 3, "(T, B, H)");
-    like(op, name, *t, "x", x);
-    shape(op, name, *t, {T_, B, H}, "(T, B, H)");
-  }
+  checks::tensor_like(op, "c0", c0, x, {B, H}, "(B, H)");
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}})
+    checks::tensor_like(op, name, *t, x, {T_, B, H}, "(T, B, H)");
   const auto dt = compute_dtype(x);
   checks::workspace(op, "grad_cell_states", grad_cell_states, dt, x, {T_, B, H}, "(T, B, H)");
   checks::workspace(op, "cell_states", cell_states, dt, x, {T_, B, H}, "(T, B, H)");

@@ -36,24 +36,20 @@ template <typename T>
 void gru_cell_forward(const GruCellFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, I = p.I, H = p.H, SH = S * H;
   const std::vector<T> bias_rz = combined_bias(p.b_ih, p.b_hh, 2 * H);  // b_ir + b_hr, b_iz + b_hz
-  const int64_t nchunks = div_up(H, kUnitChunk);
-  pf(0, nchunks, grain_for(B * G * kUnitChunk * (I + H)), [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-      for (int64_t q = 0; q < 2; ++q) {  // r, z: both products in one pass
-        const int64_t row = q * H + j0;
-        const NtSegment<T> seg[2] = {{p.x, I, p.w_ih + row * I, I, I}, {p.h, H, p.w_hh + row * H, H, H}};
-        gemm_nt<T>(B, n, seg, 2, p.gates + row, SH);
-      }
-      const int64_t row = 2 * H + j0;  // n: the two products kept apart
-      const NtSegment<T> in{p.x, I, p.w_ih + row * I, I, I}, hn{p.h, H, p.w_hh + row * H, H, H};
-      gemm_nt<T>(B, n, &in, 1, p.gates + row, SH);
-      gemm_nt<T>(B, n, &hn, 1, p.gates + 3 * H + j0, SH);
-      for (int64_t b = 0; b < B; ++b)
-        gru_forward_row<T>(p.gates + b * SH + j0, H, bias_rz.empty() ? nullptr : bias_rz.data() + j0,
-                           p.b_ih ? p.b_ih + row : nullptr, p.b_hh ? p.b_hh + row : nullptr, p.h + b * H + j0,
-                           p.h_next + b * H + j0, n);
+  for_chunks(pf, H, grain_for(B * G * kUnitChunk * (I + H)), [&](int64_t, int64_t j0, int64_t n) {
+    for (int64_t q = 0; q < 2; ++q) {  // r, z: both products summed
+      const int64_t row = q * H + j0;
+      const NtSegment<T> seg[2] = {{p.x, I, p.w_ih + row * I, I, I}, {p.h, H, p.w_hh + row * H, H, H}};
+      gemm_nt<T>(B, n, seg, 2, p.gates + row, SH);
     }
+    const int64_t row = 2 * H + j0;  // n: the two products kept apart
+    const NtSegment<T> in{p.x, I, p.w_ih + row * I, I, I}, hn{p.h, H, p.w_hh + row * H, H, H};
+    gemm_nt<T>(B, n, &in, 1, p.gates + row, SH);
+    gemm_nt<T>(B, n, &hn, 1, p.gates + 3 * H + j0, SH);
+    for (int64_t b = 0; b < B; ++b)
+      gru_forward_row<T>(p.gates + b * SH + j0, H, bias_rz.empty() ? nullptr : bias_rz.data() + j0,
+                         p.b_ih ? p.b_ih + row : nullptr, p.b_hh ? p.b_hh + row : nullptr, p.h + b * H + j0,
+                         p.h_next + b * H + j0, n);
   });
 }
 
@@ -81,31 +77,26 @@ void gru_cell_backward(const GruCellBwdParams<T>& p, const ParallelFor& pf) {
 template <typename T>
 void gru_seq_forward(const GruSeqFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, SH = S * H, BH = B * H;
-  const int64_t nchunks = div_up(H, kUnitChunk);
   const int64_t grain = grain_for(B * G * kUnitChunk * H);
   const std::vector<T> bias_rz = combined_bias(p.b_ih, p.b_hh, 2 * H);  // b_ir + b_hr, b_iz + b_hz
   const T* b_in = p.b_ih ? p.b_ih + 2 * H : nullptr;
   const T* b_hn = p.b_hh ? p.b_hh + 2 * H : nullptr;
-  auto wp = std::make_unique_for_overwrite<T[]>(nchunks * G * H * kPanel);
-  pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) pack_gate_chunk<T>(p.w_hh, H, G, c, wp.get());
-  });
+  auto wp = std::make_unique_for_overwrite<T[]>(div_up(H, kUnitChunk) * G * H * kPanel);
+  for_chunks(pf, H, grain, [&](int64_t c, int64_t, int64_t) { pack_gate_chunk<T>(p.w_hh, H, G, c, wp.get()); });
   for (int64_t t = 0; t < p.T_; ++t) {
     const T* h_prev = t == 0 ? p.h0 : p.out + (t - 1) * BH;
     T* z = p.gates + t * B * SH;
     T* h_t = p.out + t * BH;
-    pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-        for (int64_t q = 0; q < 2; ++q)  // r, z onto their input projections
-          gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, q), kPanel, z + q * H + j0, SH, true);
-        // n: h W_hnᵀ into slot 3
-        gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, 2), kPanel, z + 3 * H + j0, SH, false);
-        for (int64_t b = 0; b < B; ++b)
-          gru_forward_row<T>(z + b * SH + j0, H, bias_rz.empty() ? nullptr : bias_rz.data() + j0,
-                             b_in ? b_in + j0 : nullptr, b_hn ? b_hn + j0 : nullptr, h_prev + b * H + j0,
-                             h_t + b * H + j0, n);
-      }
+    for_chunks(pf, H, grain, [&](int64_t c, int64_t j0, int64_t n) {
+      for (int64_t q = 0; q < G; ++q) prefetch_rows(z + q * H + j0, B, SH, n);
+      for (int64_t q = 0; q < 2; ++q)  // r, z onto their input projections
+        gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, q), kPanel, z + q * H + j0, SH, true);
+      // n: h W_hnᵀ into slot 3
+      gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, 2), kPanel, z + 3 * H + j0, SH, false);
+      for (int64_t b = 0; b < B; ++b)
+        gru_forward_row<T>(z + b * SH + j0, H, bias_rz.empty() ? nullptr : bias_rz.data() + j0,
+                           b_in ? b_in + j0 : nullptr, b_hn ? b_hn + j0 : nullptr, h_prev + b * H + j0,
+                           h_t + b * H + j0, n);
     });
   }
 }
@@ -115,12 +106,9 @@ void gru_seq_forward(const GruSeqFwdParams<T>& p, const ParallelFor& pf) {
 template <typename T>
 void gru_seq_backward(const GruSeqBwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, SH = S * H, GH = G * H, BH = B * H, T_ = p.T_;
-  const int64_t nchunks = div_up(H, kUnitChunk);
   const int64_t grain = grain_for(B * GH * kUnitChunk);
-  auto wp = std::make_unique_for_overwrite<T[]>(nchunks * kPanel * GH);
-  pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) pack_unit_chunk<T>(p.w_hh, H, G, c, wp.get());
-  });
+  auto wp = std::make_unique_for_overwrite<T[]>(div_up(H, kUnitChunk) * kPanel * GH);
+  for_chunks(pf, H, grain, [&](int64_t c, int64_t, int64_t) { pack_unit_chunk<T>(p.w_hh, H, G, c, wp.get()); });
   T* dh = p.grad_h0;
   // dh[:, chunk] = extra + dh z_next + dz^h_next W_hh: what flows into h_t
   // from step t+1 (extra: grad_out[t], or nothing for h0).
@@ -137,25 +125,17 @@ void gru_seq_backward(const GruSeqBwdParams<T>& p, const ParallelFor& pf) {
     const T* gates = p.gates + t * B * SH;
     const T* h_prev = t == 0 ? p.h0 : p.out + (t - 1) * BH;
     const T* go = p.grad_out + t * BH;
-    pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-        if (t == T_ - 1) {
-          for (int64_t b = 0; b < B; ++b) std::copy(go + b * H + j0, go + b * H + j0 + n, dh + b * H + j0);
-        } else {
-          carry(j0, n, go, gates + B * SH, dz + B * SH);
-        }
-        for (int64_t b = 0; b < B; ++b)
-          gru_backward_row<T>(gates + b * SH + j0, H, h_prev + b * H + j0, dh + b * H + j0, dz + b * SH + j0, n);
+    for_chunks(pf, H, grain, [&](int64_t, int64_t j0, int64_t n) {
+      if (t == T_ - 1) {
+        for (int64_t b = 0; b < B; ++b) std::copy(go + b * H + j0, go + b * H + j0 + n, dh + b * H + j0);
+      } else {
+        carry(j0, n, go, gates + B * SH, dz + B * SH);
       }
+      for (int64_t b = 0; b < B; ++b)
+        gru_backward_row<T>(gates + b * SH + j0, H, h_prev + b * H + j0, dh + b * H + j0, dz + b * SH + j0, n);
     });
   }
-  pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-      carry(j0, n, nullptr, p.gates, p.grad_gates);
-    }
-  });
+  for_chunks(pf, H, grain, [&](int64_t, int64_t j0, int64_t n) { carry(j0, n, nullptr, p.gates, p.grad_gates); });
 }
 
 #define FUSEDSEQ_INSTANTIATE(T)                                                        \

@@ -25,27 +25,23 @@ constexpr int64_t G = 4;  // gates per unit: i, f, g, o
 }  // namespace
 
 // ------------------------------------------------------------- cell forward --
-// One pass: per 16-unit chunk and gate, a gemm_nt tile accumulates x·W_ihᵀ
-// and h·W_hhᵀ into the same registers, reading both weights as stored (a
-// one-step call cannot amortise packing them); the epilogue adds the biases,
-// applies the activations and updates c and h.
+// One pass: per 16-unit chunk and gate, gemm_nt tiles compute x·W_ihᵀ +
+// h·W_hhᵀ reading both weights as stored (a one-step call cannot amortise
+// packing them); the epilogue adds the biases, applies the activations and
+// updates c and h.
 template <typename T>
 void lstm_cell_forward(const LstmCellFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, I = p.I, H = p.H, GH = G * H;
   const std::vector<T> bias = combined_bias(p.b_ih, p.b_hh, GH);
-  const int64_t nchunks = div_up(H, kUnitChunk);
-  pf(0, nchunks, grain_for(B * G * kUnitChunk * (I + H)), [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-      for (int64_t q = 0; q < G; ++q) {
-        const int64_t row = q * H + j0;  // first W row of gate q for this chunk
-        const NtSegment<T> seg[2] = {{p.x, I, p.w_ih + row * I, I, I}, {p.h, H, p.w_hh + row * H, H, H}};
-        gemm_nt<T>(B, n, seg, 2, p.gates + row, GH);
-      }
-      for (int64_t b = 0; b < B; ++b)
-        lstm_forward_row<T>(p.gates + b * GH + j0, H, bias.empty() ? nullptr : bias.data() + j0, p.c + b * H + j0,
-                            p.c_next + b * H + j0, p.h_next + b * H + j0, n);
+  for_chunks(pf, H, grain_for(B * G * kUnitChunk * (I + H)), [&](int64_t, int64_t j0, int64_t n) {
+    for (int64_t q = 0; q < G; ++q) {
+      const int64_t row = q * H + j0;  // first W row of gate q for this chunk
+      const NtSegment<T> seg[2] = {{p.x, I, p.w_ih + row * I, I, I}, {p.h, H, p.w_hh + row * H, H, H}};
+      gemm_nt<T>(B, n, seg, 2, p.gates + row, GH);
     }
+    for (int64_t b = 0; b < B; ++b)
+      lstm_forward_row<T>(p.gates + b * GH + j0, H, bias.empty() ? nullptr : bias.data() + j0, p.c + b * H + j0,
+                          p.c_next + b * H + j0, p.h_next + b * H + j0, n);
   });
 }
 
@@ -67,29 +63,23 @@ void lstm_cell_backward(const LstmCellBwdParams<T>& p, const ParallelFor& pf) {
 template <typename T>
 void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, GH = G * H, BH = B * H;
-  const int64_t nchunks = div_up(H, kUnitChunk);
   const int64_t grain = grain_for(B * G * kUnitChunk * H);
   const std::vector<T> bias = combined_bias(p.b_ih, p.b_hh, GH);
-  auto wp = std::make_unique_for_overwrite<T[]>(nchunks * G * H * kPanel);
-  pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) pack_gate_chunk<T>(p.w_hh, H, G, c, wp.get());
-  });
+  auto wp = std::make_unique_for_overwrite<T[]>(div_up(H, kUnitChunk) * G * H * kPanel);
+  for_chunks(pf, H, grain, [&](int64_t c, int64_t, int64_t) { pack_gate_chunk<T>(p.w_hh, H, G, c, wp.get()); });
   for (int64_t t = 0; t < p.T_; ++t) {
     const T* h_prev = t == 0 ? p.h0 : p.out + (t - 1) * BH;
     const T* c_prev = t == 0 ? p.c0 : p.cell + (t - 1) * BH;
     T* z = p.gates + t * B * GH;
     T* c_t = p.cell + t * BH;
     T* h_t = p.out + t * BH;
-    pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-        for (int64_t q = 0; q < G; ++q) prefetch_rows(z + q * H + j0, B, GH, n);
-        for (int64_t q = 0; q < G; ++q)
-          gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, q), kPanel, z + q * H + j0, GH, true);
-        for (int64_t b = 0; b < B; ++b)
-          lstm_forward_row<T>(z + b * GH + j0, H, bias.empty() ? nullptr : bias.data() + j0, c_prev + b * H + j0,
-                              c_t + b * H + j0, h_t + b * H + j0, n);
-      }
+    for_chunks(pf, H, grain, [&](int64_t c, int64_t j0, int64_t n) {
+      for (int64_t q = 0; q < G; ++q) prefetch_rows(z + q * H + j0, B, GH, n);
+      for (int64_t q = 0; q < G; ++q)
+        gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, q), kPanel, z + q * H + j0, GH, true);
+      for (int64_t b = 0; b < B; ++b)
+        lstm_forward_row<T>(z + b * GH + j0, H, bias.empty() ? nullptr : bias.data() + j0, c_prev + b * H + j0,
+                            c_t + b * H + j0, h_t + b * H + j0, n);
     });
   }
 }
@@ -100,12 +90,9 @@ void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf) {
 template <typename T>
 void lstm_seq_backward(const LstmSeqBwdParams<T>& p, const ParallelFor& pf) {
   const int64_t B = p.B, H = p.H, GH = G * H, BH = B * H, T_ = p.T_;
-  const int64_t nchunks = div_up(H, kUnitChunk);
   const int64_t grain = grain_for(B * GH * kUnitChunk);
-  auto wp = std::make_unique_for_overwrite<T[]>(nchunks * kPanel * GH);
-  pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) pack_unit_chunk<T>(p.w_hh, H, G, c, wp.get());
-  });
+  auto wp = std::make_unique_for_overwrite<T[]>(div_up(H, kUnitChunk) * kPanel * GH);
+  for_chunks(pf, H, grain, [&](int64_t c, int64_t, int64_t) { pack_unit_chunk<T>(p.w_hh, H, G, c, wp.get()); });
   T* dh = p.grad_h0;
   T* dc = p.grad_c0;
   for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -115,26 +102,20 @@ void lstm_seq_backward(const LstmSeqBwdParams<T>& p, const ParallelFor& pf) {
     const T* c_prev = t == 0 ? p.c0 : p.cell + (t - 1) * BH;
     const T* go = p.grad_out + t * BH;
     const T* gc = p.grad_cell + t * BH;
-    pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-        for (int64_t b = 0; b < B; ++b) {
-          const int64_t o = b * H + j0;
-          std::copy(go + o, go + o + n, dh + o);
-          for (int64_t j = 0; j < n; ++j) dc[o + j] = gc[o + j] + (t == T_ - 1 ? T(0) : dc[o + j]);
-        }
-        if (t < T_ - 1) gemm_nn<T>(B, n, GH, dz_next, GH, 1, wp.get() + j0 * GH, kPanel, dh + j0, H, true);
-        for (int64_t b = 0; b < B; ++b)
-          lstm_backward_row<T>(gates + b * GH + j0, H, c_prev + b * H + j0, dh + b * H + j0, dc + b * H + j0,
-                               dz + b * GH + j0, n);
+    for_chunks(pf, H, grain, [&](int64_t, int64_t j0, int64_t n) {
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t o = b * H + j0;
+        std::copy(go + o, go + o + n, dh + o);
+        for (int64_t j = 0; j < n; ++j) dc[o + j] = gc[o + j] + (t == T_ - 1 ? T(0) : dc[o + j]);
       }
+      if (t < T_ - 1) gemm_nn<T>(B, n, GH, dz_next, GH, 1, wp.get() + j0 * GH, kPanel, dh + j0, H, true);
+      for (int64_t b = 0; b < B; ++b)
+        lstm_backward_row<T>(gates + b * GH + j0, H, c_prev + b * H + j0, dh + b * H + j0, dc + b * H + j0,
+                             dz + b * GH + j0, n);
     });
   }
-  pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t j0 = c * kUnitChunk, n = std::min(kUnitChunk, H - j0);
-      gemm_nn<T>(B, n, GH, p.grad_gates, GH, 1, wp.get() + j0 * GH, kPanel, p.grad_h0 + j0, H, false);
-    }
+  for_chunks(pf, H, grain, [&](int64_t, int64_t j0, int64_t n) {
+    gemm_nn<T>(B, n, GH, p.grad_gates, GH, 1, wp.get() + j0 * GH, kPanel, p.grad_h0 + j0, H, false);
   });
 }
 

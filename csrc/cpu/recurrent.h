@@ -54,6 +54,21 @@ inline void prefetch_rows(const T* p, int64_t rows, int64_t ld, int64_t n) {
 #endif
 }
 
+// Runs body(c, j0, n) for every chunk c of the H hidden units (units
+// [j0, j0 + n)), the chunks split over threads by pf with `grain` chunks at
+// least per thread. The split depends only on H, the grain and the thread
+// count, so a thread gets the same chunks in every call: what it packs in
+// one call it multiplies by in the next ones, from its own cache.
+template <typename Body>
+inline void for_chunks(const ParallelFor& pf, int64_t H, int64_t grain, Body&& body) {
+  pf(0, div_up(H, kUnitChunk), grain, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t j0 = c * kUnitChunk;
+      body(c, j0, std::min(kUnitChunk, H - j0));
+    }
+  });
+}
+
 // ------------------------------------------------------- gate-chunk panels --
 // W_hhᵀ for the forward step, (H × G·H) as a product operand, packed as 16-
 // wide panels ordered by unit chunk first and gate second: panel (c, q) holds

@@ -40,7 +40,38 @@ from ._backend import check_backend
 States = tuple[Tensor, ...]
 
 
-class FusedRNNBase(torch.nn.RNNBase):
+class WithBackend:
+    """The ``backend`` every fusedseq model takes, shown in its repr."""
+
+    def _init_backend(self, backend: str) -> None:
+        self.backend = check_backend(backend)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, backend={self.backend!r}"
+
+
+class FusedCell(WithBackend):
+    """Mixed into a subclass of a torch cell (``class GRUCell(FusedCell,
+    torch.nn.GRUCell)``): ``backend="reference"`` is the torch cell's own
+    forward; ``"fused"`` checks the input as torch does and runs ``_fused``."""
+
+    _num_states = 1  # tensors in hx: 1, or 2 for LSTMCell (h, c)
+
+    def _fused(self, input: Tensor, hx):
+        raise NotImplementedError
+
+    def forward(self, input: Tensor, hx=None):
+        """input: ``(B, input_size)`` or ``(input_size,)``; hx: ``(B, hidden_size)``
+        (``(hidden_size,)``), a pair of them for LSTMCell, or None for zeros.
+        Returns what the torch cell returns, shaped like hx."""
+        if check_backend(self.backend) == "reference":
+            return super().forward(input, hx)
+        states = (None,) * self._num_states if hx is None else (tuple(hx) if self._num_states > 1 else (hx,))
+        check_cell_input(type(self).__name__, input, states)
+        return self._fused(input, hx)
+
+
+class FusedRNNBase(WithBackend, torch.nn.RNNBase):
     """``torch.nn.RNNBase`` whose forward runs one fused op per (layer,
     direction). A subclass sets ``_torch_class`` (whose ``forward`` is the
     reference backend) and implements ``_run_direction``; LSTM also overrides
@@ -48,9 +79,6 @@ class FusedRNNBase(torch.nn.RNNBase):
 
     _torch_class: type = torch.nn.RNN
     _num_states = 1  # tensors in hx: 1 (h), or 2 for LSTM (h, c)
-
-    def _init_backend(self, backend: str) -> None:
-        self.backend = check_backend(backend)
 
     # ------------------------------------------------------------- per model --
     def _run_direction(self, seq: Tensor, states: States, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
@@ -178,9 +206,6 @@ class FusedRNNBase(torch.nn.RNNBase):
         output, finals = self._run_layers(x, states, lengths)
         data = output[t_index, b_index]                              # (sum(lengths), D*H)
         return PackedSequence(data, batch_sizes, packed.sorted_indices, packed.unsorted_indices), self._hx_of(finals)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
 def _reverse_in_time(seq: Tensor) -> Tensor:

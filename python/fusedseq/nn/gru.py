@@ -14,32 +14,24 @@ from torch import Tensor
 
 from ..ops.gru import gru as _fused_gru
 from ..ops.gru import gru_cell as _fused_gru_cell
-from ._backend import check_backend
-from ._recurrent import FusedRNNBase, States, check_cell_input
+from ._recurrent import FusedCell, FusedRNNBase, States
 
 
-class GRUCell(torch.nn.GRUCell):
+class GRUCell(FusedCell, torch.nn.GRUCell):
     """``torch.nn.GRUCell`` whose step is one fused kernel (``fusedseq.gru_cell``).
 
     Args: those of ``torch.nn.GRUCell`` (``input_size, hidden_size, bias=True,
     device=None, dtype=None``), plus ``backend``.
+    forward(input (B, I) or (I,), hx (B, H) or (H,) or None) -> h'.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  backend: str = "fused") -> None:
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        self.backend = check_backend(backend)
+        self._init_backend(backend)
 
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        """input: ``(B, input_size)`` or ``(input_size,)``; hx: ``(B, hidden_size)``
-        (``(hidden_size,)``) or None for zeros. Returns ``h'`` shaped like hx."""
-        if check_backend(self.backend) == "reference":
-            return super().forward(input, hx)
-        check_cell_input("GRUCell", input, (hx,))
+    def _fused(self, input: Tensor, hx: Optional[Tensor]) -> Tensor:
         return _fused_gru_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
 class GRU(FusedRNNBase):

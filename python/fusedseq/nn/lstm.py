@@ -19,35 +19,28 @@ import torch
 from torch import Tensor
 
 from ..ops.lstm import lstm_cell as _fused_lstm_cell
-from ._backend import check_backend
-from ._recurrent import FusedRNNBase, States, check_cell_input
+from ._recurrent import FusedCell, FusedRNNBase, States
 
 _ops = torch.ops.fusedseq
 
 
-class LSTMCell(torch.nn.LSTMCell):
+class LSTMCell(FusedCell, torch.nn.LSTMCell):
     """``torch.nn.LSTMCell`` whose step is one fused kernel (``fusedseq.lstm_cell``).
 
     Args: those of ``torch.nn.LSTMCell`` (``input_size, hidden_size, bias=True,
     device=None, dtype=None``), plus ``backend``.
+    forward(input (B, I) or (I,), hx (h, c) each (B, H) or (H,), or None) -> (h', c').
     """
+
+    _num_states = 2
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  backend: str = "fused") -> None:
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        self.backend = check_backend(backend)
+        self._init_backend(backend)
 
-    def forward(self, input: Tensor, hx: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
-        """input: ``(B, input_size)`` or ``(input_size,)``; hx: ``(h, c)``, each
-        ``(B, hidden_size)`` (``(hidden_size,)``), or None for zeros.
-        Returns ``(h', c')``."""
-        if check_backend(self.backend) == "reference":
-            return super().forward(input, hx)
-        check_cell_input("LSTMCell", input, tuple(hx) if hx is not None else (None, None))
+    def _fused(self, input: Tensor, hx: Optional[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         return _fused_lstm_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
 class LSTM(FusedRNNBase):

@@ -16,33 +16,25 @@ from torch import Tensor
 
 from ..ops.rnn import rnn as _fused_rnn
 from ..ops.rnn import rnn_cell as _fused_rnn_cell
-from ._backend import check_backend
-from ._recurrent import FusedRNNBase, States, check_cell_input
+from ._recurrent import FusedCell, FusedRNNBase, States
 
 
-class RNNCell(torch.nn.RNNCell):
+class RNNCell(FusedCell, torch.nn.RNNCell):
     """``torch.nn.RNNCell`` whose step is one fused kernel (``fusedseq.rnn_cell``).
 
     Args: those of ``torch.nn.RNNCell`` (``input_size, hidden_size, bias=True,
     nonlinearity="tanh", device=None, dtype=None``), plus ``backend``.
+    forward(input (B, I) or (I,), hx (B, H) or (H,) or None) -> h'.
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
                  device=None, dtype=None, *, backend: str = "fused") -> None:
         super().__init__(input_size, hidden_size, bias, nonlinearity, device=device, dtype=dtype)
-        self.backend = check_backend(backend)
+        self._init_backend(backend)
 
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        """input: ``(B, input_size)`` or ``(input_size,)``; hx: ``(B, hidden_size)``
-        (``(hidden_size,)``) or None for zeros. Returns ``h'`` shaped like hx."""
-        if check_backend(self.backend) == "reference":
-            return super().forward(input, hx)
-        check_cell_input("RNNCell", input, (hx,))
+    def _fused(self, input: Tensor, hx: Optional[Tensor]) -> Tensor:
         return _fused_rnn_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                                self.nonlinearity)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, backend={self.backend!r}"
 
 
 class RNN(FusedRNNBase):

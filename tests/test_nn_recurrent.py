@@ -1,4 +1,4 @@
-"""fusedseq.nn.LSTM / GRU / LSTMCell / GRUCell: drop-ins for torch's.
+"""fusedseq.nn.RNN / LSTM / GRU and their cells: drop-ins for torch's.
 
 Each check builds the torch module, loads its state dict into ours unchanged
 and compares outputs, final states and every gradient. In float64 the two
@@ -7,17 +7,32 @@ bfloat16 within 2x PyTorch's own bfloat16 error against the float64 result.
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from fusedseq.nn import GRU, LSTM, GRUCell, LSTMCell, RNN
+from fusedseq.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 from conftest import FP32_RTOL, FP64_RTOL, LOWP_FACTOR, LOWP_FLOOR, Maker, rel_err
 
-# (ours, torch's) model classes, and cells
-KINDS = [pytest.param((LSTM, torch.nn.LSTM), id="lstm"), pytest.param((GRU, torch.nn.GRU), id="gru")]
-CELLS = [pytest.param((LSTMCell, torch.nn.LSTMCell), id="lstm"), pytest.param((GRUCell, torch.nn.GRUCell), id="gru")]
+
+def _kinds(pairs):
+    """(ours, torch's) class pairs as params; the Elman ones in both activations."""
+    params = []
+    for ours, theirs in pairs:
+        if ours in (RNN, RNNCell):
+            for nl in ("tanh", "relu"):
+                params.append(pytest.param((functools.partial(ours, nonlinearity=nl),
+                                            functools.partial(theirs, nonlinearity=nl)), id=f"rnn_{nl}"))
+        else:
+            params.append(pytest.param((ours, theirs), id=ours.__name__.lower().removesuffix("cell")))
+    return params
+
+
+KINDS = _kinds([(RNN, torch.nn.RNN), (LSTM, torch.nn.LSTM), (GRU, torch.nn.GRU)])
+CELLS = _kinds([(RNNCell, torch.nn.RNNCell), (LSTMCell, torch.nn.LSTMCell), (GRUCell, torch.nn.GRUCell)])
 
 # (id, num_layers, bidirectional, batch_first, bias)
 CONFIGS = [
@@ -151,7 +166,8 @@ def test_is_a_drop_in(make, kinds):
     ref = torch_cls(3, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25)
     torch.manual_seed(11)
     ours = ours_cls(3, 5, num_layers=2, bidirectional=True, batch_first=True, dropout=0.25)
-    assert isinstance(ours, torch.nn.RNNBase) and not isinstance(ours, torch_cls)
+    assert isinstance(ours, torch.nn.RNNBase) and type(ours).__name__ == type(ref).__name__
+    assert not isinstance(ours, (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU))  # Dynamo would refuse it
     assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
     assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), ref.parameters()))
     result = ours.load_state_dict(ref.state_dict())
@@ -260,9 +276,10 @@ def test_compiles_fullgraph(make, kinds):
     torch._dynamo.reset()
 
 
-def test_lstm_gru_rnn_share_one_base():
-    from fusedseq.nn._recurrent import FusedRNNBase
+def test_models_share_one_base():
+    from fusedseq.nn._recurrent import FusedCell, FusedRNNBase
     assert all(issubclass(c, FusedRNNBase) for c in (RNN, LSTM, GRU))
+    assert all(issubclass(c, FusedCell) for c in (RNNCell, LSTMCell, GRUCell))
 
 
 # --------------------------------------------------------------------- cells --
@@ -274,10 +291,10 @@ def test_cell_matches_torch(make, cells, dtype, bias):
     torch.manual_seed(3)
     ref = torch_cls(6, 11, bias=bias).to(dtype)
     ours = ours_cls(6, 11, bias=bias).to(dtype)
-    assert isinstance(ours, torch_cls)
+    assert isinstance(ours, type(ref))
     ours.load_state_dict(ref.state_dict())
     tol = FP64_RTOL if dtype == torch.float64 else FP32_RTOL
-    lstm = ours_cls is LSTMCell
+    lstm = isinstance(ours, LSTMCell)
     for shape_x, shape_h in [((4, 6), (4, 11)), ((6,), (11,))]:
         x = make(*shape_x, dtype=dtype)
         hx = tuple(make(*shape_h, dtype=dtype) for _ in range(2 if lstm else 1))
@@ -295,14 +312,14 @@ def test_cell_matches_torch(make, cells, dtype, bias):
     assert "backend='fused'" in repr(ours)
 
 
-@pytest.mark.parametrize("kinds,cells", [(KINDS[0].values[0], CELLS[0].values[0]),
-                                         (KINDS[1].values[0], CELLS[1].values[0])], ids=["lstm", "gru"])
+@pytest.mark.parametrize("kinds,cells", [(k.values[0], c.values[0]) for k, c in zip(KINDS, CELLS)],
+                         ids=[k.id for k in KINDS])
 def test_cell_unrolled_equals_sequence(make, kinds, cells):
     """An autoregressive loop of cell steps reproduces the model over the sequence."""
     cell = cells[0](5, 8).double()
     seq = kinds[0](5, 8).double()
     seq.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
-    lstm = cells[0] is LSTMCell
+    lstm = isinstance(cell, LSTMCell)
     x = make(9, 2, 5, dtype=torch.float64)
     hx = tuple(make(2, 8, dtype=torch.float64) for _ in range(2 if lstm else 1))
     state, hs = hx, []
@@ -319,7 +336,7 @@ def test_cell_unrolled_equals_sequence(make, kinds, cells):
 def test_cell_bad_input(make, cells):
     ours_cls, _ = cells
     cell = ours_cls(5, 8)
-    lstm = ours_cls is LSTMCell
+    lstm = isinstance(cell, LSTMCell)
 
     def hx(*shape):
         return (make(*shape), make(*shape)) if lstm else make(*shape)
@@ -332,3 +349,5 @@ def test_cell_bad_input(make, cells):
         cell(make(3, 4), hx(3, 8))
     with pytest.raises(ValueError, match="argument 'h'"):
         cell(make(3, 5), hx(4, 8))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        ours_cls(5, 8, backend="cudnn")

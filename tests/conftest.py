@@ -12,6 +12,17 @@ same (already rounded) inputs, with a norm-wise relative error
   unavoidable rounding of the output itself when PyTorch happens to be lucky
   (for tensors of a few elements, one element one unit of rounding off).
 
+And element by element, because a norm hides one wrong element in a
+million: every element must satisfy ``|out − ref| ≤ atol + rtol·|ref|``
+with ``atol = k·eps·rms(ref)`` (the tensor's own scale, so that elements
+that cancel to ~0 are judged against what they were summed from) and
+``rtol = k·eps``, ``eps`` the dtype's machine epsilon and ``k`` from
+ELEMENT_EPS below (measured over the whole suite, then rounded up).
+:func:`assert_accurate` checks both. So does every ``rel_err(out, ref) <=
+tol`` in the tests: :func:`rel_err` returns a :class:`RelErr`, whose
+comparison with a tolerance also asserts ``|out − ref| ≤ ELEMENT_SLACK ·
+tol · (rms(ref) + |ref|)`` for every element.
+
 Where the exact result is zero through cancellation (e.g. dQ when a query
 sees a single key) a relative error measures only noise; the grids avoid
 such cases rather than loosen the bounds.
@@ -19,6 +30,7 @@ such cases rather than loosen the bounds.
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from typing import Callable, Optional, Sequence
 
@@ -36,15 +48,35 @@ FP64_RTOL = 1e-12
 FP32_RTOL = 1e-5
 LOWP_FACTOR = 2.0
 LOWP_FLOOR = 1e-3
+ILL_CONDITIONED_FACTOR = 4.0
 
-FWD_OPS = ("rnn_cell", "rnn", "lstm_cell", "lstm", "gru_cell", "gru", "attention_fwd")
+# Per-element bounds: k of |Δ| ≤ k·eps·(rms(ref) + |ref|) for assert_accurate,
+# and the slack of the bound that rel_err(...) <= tol adds (see module doc).
+# Worst seen over the suite: fp64 56, fp32 81, bf16 4.7, fp16 3.9 eps; rel_err 2.6 × tol.
+ELEMENT_EPS = {torch.float64: 128, torch.float32: 128, torch.bfloat16: 8, torch.float16: 8}
+ELEMENT_SLACK = 4
+
+FWD_OPS = ("rnn_cell", "rnn", "lstm_cell", "lstm", "gru_cell", "gru", "attention_fwd", "attention_varlen_fwd")
 BWD_OPS = ("rnn_cell_backward", "rnn_backward", "lstm_cell_backward", "lstm_backward", "gru_cell_backward",
-           "gru_backward", "attention_bwd")
-ALL_OPS = FWD_OPS + BWD_OPS
+           "gru_backward", "attention_bwd", "attention_varlen_bwd")
+OTHER_OPS = ("attention_dropout_mask",)  # neither differentiable nor autocast: the dropout mask, for tests
+ALL_OPS = FWD_OPS + BWD_OPS + OTHER_OPS
 
 
 def dtype_params(dtypes: Sequence[torch.dtype] = ALL_DTYPES):
     return [pytest.param(d, id=DTYPE_IDS[d]) for d in dtypes]
+
+
+try:  # hypothesis profiles (tests/test_properties.py): seeded and bounded for CI, longer locally
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("ci", max_examples=30, derandomize=True, deadline=None, database=None,
+                              suppress_health_check=[HealthCheck.too_slow], print_blob=True)
+    settings.register_profile("long", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                              print_blob=True)
+    settings.load_profile("ci")
+except ImportError:
+    pass
 
 
 def pytest_configure(config):
@@ -108,17 +140,84 @@ def to64(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
 
 
 # ----------------------------------------------------------------- accuracy --
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """‖out − ref‖ / ‖ref‖ in float64 (absolute error when ref is exactly 0)."""
+def _worst_element(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, tuple, float, float]:
+    """max over elements of |out − ref| / (rms(ref) + |ref|) (rms 1 for an all-zero ref),
+    with where it is and the two values there (float64, CPU tensors)."""
+    if ref.numel() == 0:
+        return 0.0, (), 0.0, 0.0
+    rms = torch.linalg.vector_norm(ref).item() / math.sqrt(ref.numel()) or 1.0
+    ratio = ((out - ref).abs() / (rms + ref.abs())).nan_to_num(nan=math.inf)
+    i = int(ratio.argmax())
+    where = tuple(int(j) for j in torch.unravel_index(torch.tensor(i), ref.shape))
+    return ratio.flatten()[i].item(), where, out.flatten()[i].item(), ref.flatten()[i].item()
+
+
+def _log(kind: str, dtype, value: float) -> None:
+    path = os.environ.get("FUSEDSEQ_TOL_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{kind} {DTYPE_IDS.get(dtype, dtype)} {value!r} {os.environ.get('PYTEST_CURRENT_TEST', '')}\n")
+
+
+class RelErr(float):
+    """``‖out − ref‖ / ‖ref‖``, which also knows its worst element: ``err <= tol``
+    (or ``<``) asserts, besides the norm-wise bound it returns, that every
+    element is within ``ELEMENT_SLACK·tol·(rms(ref) + |ref|)`` (an
+    AssertionError naming the element if not)."""
+
+    def __new__(cls, value: float, element: tuple, dtype):
+        self = super().__new__(cls, value)
+        self.element, self.dtype = element, dtype
+        return self
+
+    def _elements_within(self, tol: float) -> None:
+        ratio, where, got, want = self.element
+        _log("rel_err", self.dtype, ratio / tol if tol else math.inf)
+        assert ratio <= ELEMENT_SLACK * tol, (
+            f"element {list(where)}: got {got!r}, reference {want!r}: |Δ| is {ratio:.3g}·(rms(ref) + |ref|), "
+            f"over the per-element bound {ELEMENT_SLACK}·{tol:.3g} (norm-wise error {float(self):.3g})")
+
+    def __le__(self, tol):
+        self._elements_within(float(tol))
+        return float(self) <= tol
+
+    def __lt__(self, tol):
+        self._elements_within(float(tol))
+        return float(self) < tol
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> RelErr:
+    """‖out − ref‖ / ‖ref‖ in float64 (absolute error when ref is exactly 0);
+    comparing it with a tolerance also checks every element (see RelErr)."""
     assert out.shape == ref.shape, f"shape {tuple(out.shape)} != reference shape {tuple(ref.shape)}"
+    dtype = out.dtype
     out = out.detach().to("cpu", torch.float64)
     ref = ref.detach().to("cpu", torch.float64)
     num = torch.linalg.vector_norm(out - ref).item()
     den = torch.linalg.vector_norm(ref).item()
-    return num / den if den > 0 else num
+    return RelErr(num / den if den > 0 else num, _worst_element(out, ref), dtype)
 
 
-def tolerance(dtype: torch.dtype, baseline_err: Optional[float] = None, numel: int = 1 << 30) -> float:
+def assert_elementwise(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype, what: str = "output",
+                       baseline: Optional[torch.Tensor] = None, factor: float = LOWP_FACTOR) -> None:
+    """Every element: |out − ref| ≤ k·eps·(rms(ref) + |ref|), k = ELEMENT_EPS[dtype];
+    with a ``baseline``, an element may instead be within ``factor`` × PyTorch's
+    own error on it: e.g. tanh' = 1 − h² from an output that
+    rounds to ±1 is 0 in PyTorch's bf16 path as in ours."""
+    out, ref = out.detach().to("cpu", torch.float64), ref.detach().to("cpu", torch.float64)
+    eps, k = torch.finfo(dtype).eps, ELEMENT_EPS[dtype]
+    if baseline is not None:
+        base_err = (baseline.detach().to("cpu", torch.float64) - ref).abs()
+        ours_err = (out - ref).abs()
+        out = torch.where(ours_err <= factor * base_err, ref, out)  # those elements pass
+    ratio, where, got, want = _worst_element(out, ref)
+    _log("element", dtype, ratio / eps)
+    assert ratio <= k * eps, (f"{what}: element {list(where)} is {got!r}, reference {want!r}: |Δ| = "
+                              f"{ratio / eps:.3g}·eps·(rms(ref) + |ref|) > {k}·eps ({DTYPE_IDS[dtype]})")
+
+
+def tolerance(dtype: torch.dtype, baseline_err: Optional[float] = None, numel: int = 1 << 30,
+              factor: float = LOWP_FACTOR) -> float:
     if dtype == torch.float64:
         return FP64_RTOL
     if dtype == torch.float32:
@@ -126,23 +225,34 @@ def tolerance(dtype: torch.dtype, baseline_err: Optional[float] = None, numel: i
     assert dtype in LOW_PRECISION, dtype
     assert baseline_err is not None, "low precision needs PyTorch's own error as the yardstick"
     # In a tensor of a handful of elements one rounding decides the norm-wise
-    # error, and PyTorch may be lucky where we are not: allow one element one
-    # unit of rounding off (eps/sqrt(numel)); from 16 elements on (bf16) the
-    # 1e-3 floor rules.
-    floor = max(LOWP_FLOOR, torch.finfo(dtype).eps / math.sqrt(max(numel, 1)))
-    return LOWP_FACTOR * baseline_err + floor
+    # error, and PyTorch may be lucky where we are not: allow two units of
+    # rounding (2·eps/sqrt(numel)); from 64 elements on (bf16) the 1e-3 floor
+    # rules. (The property tests found a 2-element dK, 2 ulp off where
+    # PyTorch was 0.3 ulp off; over 200 seeds ours is the more accurate.)
+    floor = max(LOWP_FLOOR, 2 * torch.finfo(dtype).eps / math.sqrt(max(numel, 1)))
+    return factor * baseline_err + floor
 
 
 def assert_accurate(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype,
-                    baseline: Optional[torch.Tensor] = None, what: str = "output") -> float:
-    """out (dtype) against the float64 ref; low precision against PyTorch's
-    own result ``baseline`` in that dtype. Returns the error."""
+                    baseline: Optional[torch.Tensor] = None, what: str = "output",
+                    ill_conditioned: bool = False) -> float:
+    """out (dtype) against the float64 ref, norm-wise (low precision against
+    PyTorch's own result ``baseline`` in that dtype) and element by element.
+    ``ill_conditioned``: the inputs may be ones where no fp32 computation
+    meets the fp32/fp64 bounds (random shapes: a softmax row dominated by one
+    key makes dQ, dK differences of nearly equal numbers), so there being
+    within ILL_CONDITIONED_FACTOR x PyTorch's own error passes too (on one
+    such instance PyTorch may be lucky). Returns the norm-wise error."""
     assert out.dtype == dtype, f"{what}: dtype {out.dtype}, expected {dtype}"
+    relative = baseline is not None and (dtype in LOW_PRECISION or ill_conditioned)
     err = rel_err(out, ref)
-    base_err = rel_err(baseline, ref) if (baseline is not None and dtype in LOW_PRECISION) else None
-    tol = tolerance(dtype, base_err, ref.numel())
+    base_err = rel_err(baseline, ref) if relative else None
+    factor = ILL_CONDITIONED_FACTOR if ill_conditioned else LOWP_FACTOR
+    tol = tolerance(dtype, base_err, ref.numel(), factor) if dtype in LOW_PRECISION else \
+        max(tolerance(dtype), factor * float(base_err or 0.0))
     extra = f", PyTorch's own {DTYPE_IDS[dtype]} path: {base_err:.3g}" if base_err is not None else ""
-    assert err <= tol, f"{what}: relative error {err:.3g} > {tol:.3g} ({DTYPE_IDS[dtype]}{extra})"
+    assert float(err) <= tol, f"{what}: relative error {err:.3g} > {tol:.3g} ({DTYPE_IDS[dtype]}{extra})"
+    assert_elementwise(out, ref, dtype, what, baseline if relative else None, factor)
     return err
 
 
@@ -176,7 +286,8 @@ def fwd_bwd(fn: Callable, inputs: dict, cotangents: Optional[Sequence[Optional[t
 def check_against_reference(fused: Callable, reference: Callable, inputs: dict, dtype: torch.dtype,
                             make: Maker, *, baseline: Optional[Callable] = None,
                             used_outputs: Optional[Sequence[bool]] = None, device: str = "cpu",
-                            backward: bool = True, out_names: Sequence[str] = ("out",)):
+                            backward: bool = True, out_names: Sequence[str] = ("out",),
+                            ill_conditioned: bool = False):
     """Forward and backward of ``fused`` in ``dtype`` against ``reference`` in
     float64 on the same rounded inputs; in low precision, ``baseline``
     (PyTorch's own path) run in ``dtype`` sets the yardstick.
@@ -195,16 +306,18 @@ def check_against_reference(fused: Callable, reference: Callable, inputs: dict, 
                                               for n, t in rounded.items()},
                                   None if cots is None else [to64(c) for c in cots])
     base_outs, base_grads = (None, {})
-    if baseline is not None and dtype in LOW_PRECISION:
+    if baseline is not None and (dtype in LOW_PRECISION or ill_conditioned):
         base_outs, base_grads = fwd_bwd(baseline, rounded, cots)
     for i, (o, r) in enumerate(zip(outs, ref_outs)):
         assert o.device.type == torch.device(device).type
-        assert_accurate(o, r, dtype, None if base_outs is None else base_outs[i], what=out_names[i])
+        assert_accurate(o, r, dtype, None if base_outs is None else base_outs[i], what=out_names[i],
+                        ill_conditioned=ill_conditioned)
     if backward:
         assert set(grads) == set(ref_grads)
         for name, g in grads.items():
             assert g is not None, f"no gradient for {name}"
-            assert_accurate(g, ref_grads[name], dtype, base_grads.get(name), what=f"grad of {name}")
+            assert_accurate(g, ref_grads[name], dtype, base_grads.get(name), what=f"grad of {name}",
+                            ill_conditioned=ill_conditioned)
     return outs, grads
 
 
@@ -247,14 +360,21 @@ def torch_rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", batc
     return out, h_n
 
 
-def torch_attention(q, k, v, causal=False, scale=None):
-    """SDPA as PyTorch picks it. PyTorch's CPU flash kernel returns NaN for
-    causal attention with a negative scale (torch 2.13), so a negative scale
-    is applied as SDPA(-q, scale=|scale|): the same logits, bit for bit
-    (negation is exact), through the same kernel."""
+def torch_attention(q, k, v, causal=False, scale=None, *, attn_mask=None, is_causal=None, dropout_p=0.0):
+    """SDPA as PyTorch picks it (``is_causal`` or its older name ``causal``).
+    PyTorch's CPU flash kernel returns NaN for causal attention with a
+    negative or zero scale (torch 2.13; zero found by the property tests), so
+    a negative scale is applied as SDPA(-q, scale=|scale|) and a zero (or
+    subnormal) one as SDPA(0·q, scale=1): the same logits, bit for bit
+    (negation and multiplying by 0 are exact), through the same kernel."""
+    if is_causal is not None:
+        causal = is_causal
     if scale is not None and scale < 0:
         q, scale = -q, -scale
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
+    if scale is not None and scale < torch.finfo(torch.float32).tiny:  # 0, or 0 once in float32
+        q, scale = q * 0, 1.0
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal,
+                                          scale=scale, enable_gqa=True)
 
 
 def rnn_weights(make: Maker, I: int, H: int, *, bias=(True, True), dtype=torch.float64, w_hh_gain: float = 0.7):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -238,9 +239,14 @@ NQ, NK, HQ, HKV, D = 7, 9, 4, 2, 8
 
 
 def attn_args(**over):
-    args = dict(q=_t(B, HQ, NQ, D), k=_t(B, HKV, NK, D), v=_t(B, HKV, NK, D), causal=False, scale=0.5)
+    args = dict(q=_t(B, HQ, NQ, D), k=_t(B, HKV, NK, D), v=_t(B, HKV, NK, D), attn_mask=None, dropout_p=0.0,
+                is_causal=False, scale=0.5)
     args.update(over)
     return args
+
+
+def _bool(*shape):
+    return torch.ones(*shape, dtype=torch.bool)
 
 
 ATTN_BAD = [
@@ -266,13 +272,32 @@ ATTN_BAD = [
     ("scale_nan", dict(scale=math.nan), ValueError, "scale"),
     ("scale_inf", dict(scale=math.inf), ValueError, "scale"),
     ("scale_neg_inf", dict(scale=-math.inf), ValueError, "scale"),
+    # masks: shape (must broadcast to (B, Hq, Nq, Nk)), dtype, rank
+    ("mask_Nk", dict(attn_mask=_bool(NQ, NK + 1)), ValueError, "attn_mask"),
+    ("mask_transposed", dict(attn_mask=_bool(NK, NQ)), ValueError, "attn_mask"),
+    ("mask_heads", dict(attn_mask=_bool(B, HKV, NQ, NK)), ValueError, "attn_mask"),
+    ("mask_batch", dict(attn_mask=_bool(B + 1, 1, 1, NK)), ValueError, "attn_mask"),
+    ("mask_5d", dict(attn_mask=_bool(1, B, HQ, NQ, NK)), ValueError, "attn_mask"),
+    ("mask_int", dict(attn_mask=_int(NQ, NK)), TypeError, "attn_mask"),
+    ("mask_f64_for_f32", dict(attn_mask=_t(NQ, NK, dtype=F64)), TypeError, "attn_mask"),
+    ("mask_f16_for_f32", dict(attn_mask=_t(NQ, NK, dtype=torch.float16)), TypeError, "attn_mask"),
+    ("mask_sparse", dict(attn_mask=_t(NQ, NK).to_sparse()), TypeError, "attn_mask"),
+    # dropout
+    ("dropout_one", dict(dropout_p=1.0), ValueError, "dropout_p"),
+    ("dropout_negative", dict(dropout_p=-0.1), ValueError, "dropout_p"),
+    ("dropout_nan", dict(dropout_p=math.nan), ValueError, "dropout_p"),
+    # windows
+    ("window_left", dict(window=(-2, 3)), ValueError, "window"),
+    ("window_right", dict(window=(0, -5)), ValueError, "window"),
 ]
 
 
 def _call_attn(entry, args):
     if entry == "public":
         return fusedseq.attention(**args)
-    return ops.attention_fwd(args["q"], args["k"], args["v"], args["causal"], args["scale"])
+    wl, wr = args.get("window") or (-1, -1)
+    return ops.attention_fwd(args["q"], args["k"], args["v"], args["attn_mask"], args["dropout_p"],
+                             args["is_causal"], args["scale"], wl, wr, 0, 0)
 
 
 @pytest.mark.parametrize("entry", ["public", "raw"])
@@ -282,6 +307,24 @@ def test_attention_bad_input(case, entry):
     with pytest.raises(exc, match=_arg(name)) as info:
         _call_attn(entry, attn_args(**over))
     assert "fusedseq.attention" in str(info.value)
+
+
+def test_attention_mask_message_names_the_target_shape():
+    with pytest.raises(ValueError) as info:
+        fusedseq.attention(**attn_args(attn_mask=_bool(NQ, NK + 1)))
+    msg = str(info.value)
+    assert f"({B}, {HQ}, {NQ}, {NK})" in msg and f"({NQ}, {NK + 1})" in msg, msg
+
+
+def test_attention_mask_and_is_causal_are_exclusive():
+    """As SDPA documents (its math path raises; fold the causal mask in)."""
+    with pytest.raises(ValueError, match="'attn_mask' and 'is_causal'"):
+        fusedseq.attention(**attn_args(attn_mask=_bool(NQ, NK), is_causal=True))
+
+
+def test_attention_gqa_needs_enable_gqa():
+    with pytest.raises(ValueError, match=_arg("enable_gqa")):
+        fusedseq.attention(**attn_args(), enable_gqa=False)
 
 
 def test_attention_heads_message_names_both_counts():
@@ -315,11 +358,6 @@ def test_attention_bad_rank_raw(name):
         _call_attn("raw", args)
 
 
-def test_attention_with_lse_takes_4d_only():
-    with pytest.raises(ValueError, match=_arg("q")):
-        fusedseq.attention_with_lse(_t(HQ, NQ, D), _t(HKV, NK, D), _t(HKV, NK, D))
-
-
 def test_attention_unbatched_heads_checked():
     with pytest.raises(ValueError, match="multiple"):
         fusedseq.attention(_t(HQ, NQ, D), _t(3, NK, D), _t(3, NK, D))
@@ -327,8 +365,9 @@ def test_attention_unbatched_heads_checked():
 
 def _bwd_args(**over):
     q, k, v = _t(B, HQ, NQ, D), _t(B, HKV, NK, D), _t(B, HKV, NK, D)
-    out, lse = ops.attention_fwd(q, k, v, False, 0.5)
-    a = dict(grad_out=_t(B, HQ, NQ, D), q=q, k=k, v=v, out=out, lse=lse, causal=False, scale=0.5)
+    out, lse, lse_lo = ops.attention_fwd(q, k, v, None, 0.0, False, 0.5, -1, -1, 0, 0)
+    a = dict(grad_out=_t(B, HQ, NQ, D), q=q, k=k, v=v, out=out, lse=lse, lse_lo=lse_lo, attn_mask=None,
+             dropout_p=0.0, is_causal=False, scale=0.5)
     a.update(over)
     return a
 
@@ -343,10 +382,14 @@ ATTN_BWD_BAD = [
     ("lse_rank", dict(lse=_t(B, HQ, NQ, 1)), ValueError, "lse"),
     ("lse_dtype", dict(lse=_t(B, HQ, NQ, dtype=F64)), TypeError, "lse"),
     ("lse_int", dict(lse=_int(B, HQ, NQ)), TypeError, "lse"),
+    ("lse_lo_shape", dict(lse_lo=_t(B, HQ + 1, NQ)), ValueError, "lse_lo"),
+    ("lse_lo_dtype", dict(lse_lo=_t(B, HQ, NQ, dtype=torch.bfloat16)), TypeError, "lse_lo"),
     ("k_shape", dict(k=_t(B, HKV, NK, D + 1)), ValueError, "k"),
     ("v_dtype", dict(v=_t(B, HKV, NK, D, dtype=F64)), TypeError, "v"),
     ("heads_not_multiple", dict(k=_t(B, 3, NK, D), v=_t(B, 3, NK, D)), ValueError, "dim 1 of 'k'"),
     ("scale_nan", dict(scale=math.nan), ValueError, "scale"),
+    ("mask_shape", dict(attn_mask=_bool(NQ + 1, NK)), ValueError, "attn_mask"),
+    ("dropout", dict(dropout_p=1.5), ValueError, "dropout_p"),
 ]
 
 
@@ -355,17 +398,134 @@ def test_attention_bwd_bad_input(case):
     _, over, exc, name = case
     a = _bwd_args(**over)
     with pytest.raises(exc, match=_arg(name)):
-        ops.attention_bwd(a["grad_out"], a["q"], a["k"], a["v"], a["out"], a["lse"], a["causal"], a["scale"])
+        ops.attention_bwd(a["grad_out"], a["q"], a["k"], a["v"], a["out"], a["lse"], a["lse_lo"], a["attn_mask"],
+                          a["dropout_p"], a["is_causal"], a["scale"], -1, -1, 0, 0)
 
 
 def test_attention_bwd_lse_of_bf16_inputs_is_float32():
     """The forward returns a float32 lse for bf16 inputs; the backward insists on it."""
     q, k, v = (t.to(torch.bfloat16) for t in (_t(B, HQ, NQ, D), _t(B, HKV, NK, D), _t(B, HKV, NK, D)))
-    out, lse = ops.attention_fwd(q, k, v, True, 0.5)
-    assert lse.dtype == torch.float32
-    ops.attention_bwd(out, q, k, v, out, lse, True, 0.5)  # accepted as returned
+    out, lse, lse_lo = ops.attention_fwd(q, k, v, None, 0.0, True, 0.5, -1, -1, 0, 0)
+    assert lse.dtype == lse_lo.dtype == torch.float32
+    ops.attention_bwd(out, q, k, v, out, lse, lse_lo, None, 0.0, True, 0.5, -1, -1, 0, 0)  # accepted as returned
     with pytest.raises(TypeError, match=_arg("lse")):
-        ops.attention_bwd(out, q, k, v, out, lse.to(torch.bfloat16), True, 0.5)
+        ops.attention_bwd(out, q, k, v, out, lse.to(torch.bfloat16), lse_lo, None, 0.0, True, 0.5, -1, -1, 0, 0)
+
+
+# ------------------------------------------------------------------ varlen --
+TQ, TK = 10, 12
+
+
+def _cu(*vals):
+    return torch.tensor(vals, dtype=torch.int32)
+
+
+def varlen_args(**over):
+    args = dict(q=_t(TQ, HQ, D), k=_t(TK, HKV, D), v=_t(TK, HKV, D), cu_seqlens_q=_cu(0, 4, 10),
+                cu_seqlens_k=_cu(0, 5, 12), max_seqlen_q=6, max_seqlen_k=7)
+    args.update(over)
+    return args
+
+
+VARLEN_BAD = [
+    ("q_4d", dict(q=_t(1, TQ, HQ, D)), ValueError, "q"),
+    ("k_dtype", dict(k=_t(TK, HKV, D, dtype=F64)), TypeError, "k"),
+    ("v_total", dict(v=_t(TK + 1, HKV, D)), ValueError, "v"),
+    ("heads", dict(k=_t(TK, 3, D), v=_t(TK, 3, D)), ValueError, "dim 1 of 'k'"),
+    ("cu_q_decreasing", dict(cu_seqlens_q=_cu(0, 7, 4, 10), cu_seqlens_k=_cu(0, 2, 5, 12)), ValueError,
+     "cu_seqlens_q"),
+    ("cu_k_decreasing", dict(cu_seqlens_k=_cu(0, 9, 12)[[0, 2, 1]]), ValueError, "cu_seqlens_k"),
+    ("cu_q_not_from_0", dict(cu_seqlens_q=_cu(1, 4, 10)), ValueError, "cu_seqlens_q"),
+    ("cu_q_wrong_total", dict(cu_seqlens_q=_cu(0, 4, 9)), ValueError, "cu_seqlens_q"),
+    ("cu_k_wrong_total", dict(cu_seqlens_k=_cu(0, 5, 13)), ValueError, "cu_seqlens_k"),
+    ("cu_int64", dict(cu_seqlens_q=torch.tensor([0, 4, 10])), TypeError, "cu_seqlens_q"),
+    ("cu_2d", dict(cu_seqlens_k=_cu(0, 5, 12)[None]), ValueError, "cu_seqlens_k"),
+    ("cu_lengths_differ", dict(cu_seqlens_k=_cu(0, 2, 5, 12)), ValueError, "cu_seqlens_k"),
+    ("max_q_too_small", dict(max_seqlen_q=5), ValueError, "max_seqlen_q"),
+    ("max_k_too_small", dict(max_seqlen_k=6), ValueError, "max_seqlen_k"),
+    ("dropout", dict(dropout_p=1.0), ValueError, "dropout_p"),
+    ("window", dict(window_size=(3, -2)), ValueError, "window"),
+]
+
+
+@pytest.mark.parametrize("case", VARLEN_BAD, ids=[c[0] for c in VARLEN_BAD])
+def test_attention_varlen_bad_input(case):
+    _, over, exc, name = case
+    with pytest.raises(exc, match=_arg(name)) as info:
+        fusedseq.attention_varlen(**varlen_args(**over))
+    assert "fusedseq.attention_varlen" in str(info.value)
+
+
+# ---------------------------------------------- argument kinds, every op --
+# A wrong *kind* of argument (None, a list, a NumPy array or a float where a
+# tensor goes; anything but a bool for a flag) is a TypeError naming the
+# argument, from every public function, before torch sees it.
+NOT_TENSORS = [None, [1.0, 2.0], 1.5, "q", np.ones((2, 2), dtype=np.float32)]
+NOT_BOOLS = ["False", None, 1, 0.0, [True]]
+
+
+def _public_calls():
+    """(op, call with arguments replaced, its tensor arguments, its flag arguments)."""
+    return [
+        ("rnn_cell", lambda **o: fusedseq.rnn_cell(**{**cell_args(), **o}), ["x", "w_ih", "w_hh"], []),
+        ("rnn", lambda **o: fusedseq.rnn(**{**rnn_args(), **o}), ["x", "w_ih", "w_hh"], ["batch_first"]),
+        ("attention", lambda **o: fusedseq.attention(**{**attn_args(), **o}), ["q", "k", "v"],
+         ["is_causal", "enable_gqa"]),
+        ("attention_with_lse", lambda **o: fusedseq.attention_with_lse(**{**attn_args(), **o}), ["q", "k", "v"],
+         ["is_causal"]),
+        ("attention_varlen", lambda **o: fusedseq.attention_varlen(**{**varlen_args(), **o}),
+         ["q", "k", "v", "cu_seqlens_q", "cu_seqlens_k"], ["causal", "return_lse"]),
+    ]
+
+
+PUBLIC_CALLS = _public_calls()
+
+
+@pytest.mark.parametrize("op,call,tensors,flags", PUBLIC_CALLS, ids=[c[0] for c in PUBLIC_CALLS])
+def test_non_tensor_arguments_are_type_errors(op, call, tensors, flags):
+    for name in tensors:
+        for bad in NOT_TENSORS:
+            with pytest.raises(TypeError, match=_arg(name)) as info:
+                call(**{name: bad})
+            assert f"fusedseq.{op}" in str(info.value)
+
+
+@pytest.mark.parametrize("op,call,tensors,flags", [c for c in PUBLIC_CALLS if c[3]],
+                         ids=[c[0] for c in PUBLIC_CALLS if c[3]])
+def test_non_bool_flags_are_type_errors(op, call, tensors, flags):
+    for name in flags:
+        for bad in NOT_BOOLS:
+            with pytest.raises(TypeError, match=_arg(name)):
+                call(**{name: bad})
+
+
+@pytest.mark.parametrize("bad", ["False", 1, 0.0])
+def test_attention_causal_alias_takes_bools_only(bad):
+    """(None means "not given" for the alias, which defaults to is_causal.)"""
+    with pytest.raises(TypeError, match=_arg("causal")):
+        fusedseq.attention(**attn_args(), causal=bad)
+
+
+@pytest.mark.parametrize("name,bad", [("dropout_p", "0.1"), ("dropout_p", None), ("scale", "big"),
+                                      ("scale", torch.tensor(0.5)), ("window", 3), ("window", (1.5, 2)),
+                                      ("window", (1, 2, 3)), ("attn_mask", [[True]]), ("attn_mask", True)])
+def test_attention_scalar_arguments_are_type_errors(name, bad):
+    with pytest.raises(TypeError, match=_arg(name)):
+        fusedseq.attention(**attn_args(**{name: bad}))
+
+
+@pytest.mark.parametrize("name,bad", [("max_seqlen_q", 6.0), ("max_seqlen_k", None), ("softmax_scale", "x"),
+                                      ("dropout_p", None)])
+def test_attention_varlen_scalar_arguments_are_type_errors(name, bad):
+    with pytest.raises(TypeError, match=_arg(name)):
+        fusedseq.attention_varlen(**varlen_args(**{name: bad}))
+
+
+def test_rnn_string_arguments_are_type_errors():
+    with pytest.raises(TypeError, match=_arg("nonlinearity")):
+        fusedseq.rnn_cell(**cell_args(nonlinearity=None))
+    with pytest.raises(TypeError, match=_arg("nonlinearity")):
+        fusedseq.rnn(**rnn_args(nonlinearity=1))
 
 
 # ------------------------------------------------------- layouts, devices --
@@ -382,16 +542,6 @@ def test_sparse_layout_is_a_type_error_naming_the_argument(case):
     _, call, name = case
     with pytest.raises(TypeError, match=_arg(name)):
         call()
-
-
-def test_non_tensor_scale_is_rejected():
-    with pytest.raises((TypeError, ValueError)):
-        fusedseq.attention(**attn_args(scale="big"))
-
-
-def test_nonlinearity_none_is_rejected():
-    with pytest.raises((TypeError, RuntimeError), match="nonlinearity"):
-        fusedseq.rnn_cell(**cell_args(nonlinearity=None))
 
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device available")

@@ -32,7 +32,7 @@ def gru_args(**over):
 def _cell(a):
     """Sequence arguments -> the cell's: x at one step, h/c for h0/c0."""
     c = {("h" if k == "h0" else "c" if k == "c0" else k): v for k, v in a.items()}
-    c["x"] = c["x"][0] if c["x"].dim() == 3 else c["x"]
+    c["x"] = c["x"][0] if isinstance(c["x"], torch.Tensor) and c["x"].dim() == 3 else c["x"]
     return c
 
 
@@ -236,3 +236,28 @@ def test_cuda_without_kernel_is_not_implemented(kind, cell):
     a = {k: v.cuda() for k, v in (lstm_args() if kind == "lstm" else gru_args()).items()}
     with pytest.raises(NotImplementedError, match="no CUDA kernel"):
         call(kind, cell, "public", a)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", [False, True], ids=["sequence", "cell"])
+@pytest.mark.parametrize("name,value", [("x", [[1.0]]), ("w_ih", None), ("w_hh", "weights"), ("b_ih", 3.0),
+                                        ("h", [0.0])])
+def test_wrong_kind_of_argument_is_a_type_error(kind, cell, name, value):
+    """A list, None, a string or a number where a tensor (or None) goes: a
+    TypeError naming the argument, from the public function."""
+    a = (lstm_args if kind == "lstm" else gru_args)()
+    a["h0" if name == "h" else name] = value
+    if kind == "gru":
+        a.pop("c0", None)
+    shown = name if (cell or name != "h") else "h0"
+    with pytest.raises(TypeError, match=_arg(shown)):
+        call(kind, cell, "public", a)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_batch_first_must_be_a_bool(kind):
+    a = (lstm_args if kind == "lstm" else gru_args)()
+    fn = fusedseq.lstm if kind == "lstm" else fusedseq.gru
+    args = (a["x"], (a["h0"], a["c0"])) if kind == "lstm" else (a["x"], a["h0"])
+    with pytest.raises(TypeError, match=_arg("batch_first")):
+        fn(*args, a["w_ih"], a["w_hh"], batch_first="yes")

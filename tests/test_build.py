@@ -45,10 +45,22 @@ SCHEMAS = {
            "-> (Tensor, Tensor)",
     "gru_backward": "fusedseq::gru_backward(Tensor grad_output, Tensor output, Tensor gates, Tensor x, Tensor h0, "
                     "Tensor w_ih, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
-    "attention_fwd": "fusedseq::attention_fwd(Tensor q, Tensor k, Tensor v, bool causal, float scale) "
-                     "-> (Tensor, Tensor)",
+    "attention_fwd": "fusedseq::attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float dropout_p, "
+                     "bool is_causal, float scale, int window_left, int window_right, int seed, int offset) "
+                     "-> (Tensor, Tensor, Tensor)",
     "attention_bwd": "fusedseq::attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-                     "bool causal, float scale) -> (Tensor, Tensor, Tensor)",
+                     "Tensor lse_lo, Tensor? attn_mask, float dropout_p, bool is_causal, float scale, "
+                     "int window_left, int window_right, int seed, int offset) -> (Tensor, Tensor, Tensor)",
+    "attention_varlen_fwd": "fusedseq::attention_varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, "
+                            "Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, float dropout_p, "
+                            "bool is_causal, float scale, int window_left, int window_right, int seed, int offset) "
+                            "-> (Tensor, Tensor, Tensor)",
+    "attention_varlen_bwd": "fusedseq::attention_varlen_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, "
+                            "Tensor out, Tensor lse, Tensor lse_lo, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "
+                            "int max_seqlen_q, int max_seqlen_k, float dropout_p, bool is_causal, float scale, "
+                            "int window_left, int window_right, int seed, int offset) -> (Tensor, Tensor, Tensor)",
+    "attention_dropout_mask": "fusedseq::attention_dropout_mask(Tensor q, int Nk, float dropout_p, int seed, "
+                              "int offset) -> Tensor",
 }
 
 
@@ -226,11 +238,22 @@ def test_fake_kernels_on_meta_tensors(dtype):
     grads = ops.rnn_backward(output, h_n, output, xs, h, w_ih, w_hh, "relu")
     assert [g.shape for g in grads] == [(T, B, I), (B, H), (H, I), (H, H), (H,)]
     q, k = _meta(2, 4, 7, 16, dtype=dtype), _meta(2, 2, 9, 16, dtype=dtype)
-    out, lse = ops.attention_fwd(q, k, k, True, 0.25)
+    lse_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    mask = torch.empty(2, 1, 1, 9, device="meta", dtype=torch.bool)
+    out, lse, lse_lo = ops.attention_fwd(q, k, k, mask, 0.1, False, 0.25, 3, -1, 7, 0)
     assert out.shape == (2, 4, 7, 16) and out.dtype == dtype
-    assert lse.shape == (2, 4, 7) and lse.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    dq, dk, dv = ops.attention_bwd(out, q, k, k, out, lse, True, 0.25)
+    assert lse.shape == lse_lo.shape == (2, 4, 7) and lse.dtype == lse_lo.dtype == lse_dtype
+    dq, dk, dv = ops.attention_bwd(out, q, k, k, out, lse, lse_lo, mask, 0.1, False, 0.25, 3, -1, 7, 0)
     assert dq.shape == q.shape and dk.shape == dv.shape == k.shape
+    qp, kp = _meta(12, 4, 16, dtype=dtype), _meta(15, 2, 16, dtype=dtype)
+    cu = torch.empty(4, device="meta", dtype=torch.int32)
+    out, lse, lse_lo = ops.attention_varlen_fwd(qp, kp, kp, cu, cu, 6, 7, 0.0, True, 0.25, -1, -1, 0, 0)
+    assert out.shape == qp.shape and lse.shape == lse_lo.shape == (4, 12) and lse.dtype == lse_dtype
+    dq, dk, dv = ops.attention_varlen_bwd(out, qp, kp, kp, out, lse, lse_lo, cu, cu, 6, 7, 0.0, True, 0.25, -1, -1,
+                                          0, 0)
+    assert dq.shape == qp.shape and dk.shape == dv.shape == kp.shape
+    keep = ops.attention_dropout_mask(q, 9, 0.5, 1, 0)
+    assert keep.shape == (2, 4, 7, 9) and keep.dtype == torch.bool
 
 
 def test_every_op_has_tests_for_both_devices(request):

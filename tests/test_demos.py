@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 
 import pytest
@@ -108,6 +109,10 @@ def test_demo_quick_run_writes_pngs_and_metrics(name, tmp_path, capsys):
     written = {p.name for p in out.glob("*.png")}
     assert {str(out / n) for n in written} == set(pngs), "every PNG written is listed, and only those"
     assert EXPECTED_PNGS.get(name, set()) <= written
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [*out.glob("*.png"), out / "metrics.json"]:
+        assert p.stat().st_mode & 0o777 == 0o666 & ~umask, f"{p.name}: mode {oct(p.stat().st_mode & 0o777)}"
     for p in out.glob("*.png"):
         width, height = _png_size(p)
         assert width >= 200 and height >= 200, (p.name, width, height)
@@ -188,3 +193,54 @@ def test_a_demo_not_written_yet_is_listed_and_reported(monkeypatch, tmp_path, ca
     # The parser still builds (every other command keeps working) and the demo answers with the reason.
     assert main(["demo", "ghost", "--out", str(tmp_path)]) == 1
     assert "demo 'ghost' is not available" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- plots --
+def _drawn(monkeypatch):
+    """Captures the figures the demos save (and still saves them)."""
+    from fusedseq.demos import _common
+
+    figures, save = {}, _common.save_figure
+
+    def capture(fig, out_dir, filename, **kw):
+        figures[filename] = fig
+        return save(fig, out_dir, filename, **kw)
+
+    monkeypatch.setattr(_common, "save_figure", capture)
+    return figures
+
+
+def test_attention_maps_have_a_colour_bar(tmp_path, monkeypatch, capsys):
+    figures = _drawn(monkeypatch)
+    assert main(["demo", "attention", "--quick", "--out", str(tmp_path)]) == 0
+    fig = figures["attention_maps.png"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and "attention weight" in bars[0].get_ylabel()
+
+
+def test_embedding_map_labels_never_overlap(tmp_path, monkeypatch, capsys):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figures = _drawn(monkeypatch)
+    assert main(["demo", "embeddings", "--quick", "--out", str(tmp_path)]) == 0
+    fig = figures["embeddings_map.png"]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    labels = [t for t in fig.axes[0].texts if t.get_visible()]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert len(labels) >= 10
+    assert not [(a.get_text(), b.get_text()) for i, (a, ba) in enumerate(zip(labels, boxes))
+                for b, bb in zip(labels[i + 1:], boxes[i + 1:]) if ba.overlaps(bb)]
+
+
+def test_saved_figures_keep_labels_outside_the_axes(tmp_path):
+    """A tick label reaching past the figure's edge is kept (the image grows), not clipped."""
+    from matplotlib.image import imread
+
+    from fusedseq.demos._common import new_figure, save_figure
+
+    fig = new_figure(2.0, 2.0)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xticks([0, 1], ["a very long word that sticks out", "b"], rotation=90)
+    ax.set_ylabel("a label")
+    height, width = imread(save_figure(fig, str(tmp_path), "f.png", dpi=100)).shape[:2]
+    assert height > 250   # 2 inches at 100 dpi is 200 px: the rotated label was kept

@@ -54,7 +54,7 @@ def test_fused_matches_reference(case, dtype, device, make):
     in float64 on the same (rounded) parameters: output and every gradient."""
     d_model, n_heads, n_kv_heads, causal = case
     B, N = 2, 7
-    module = randomize(SelfAttention(d_model, n_heads, n_kv_heads, causal=causal), make)
+    module = randomize(SelfAttention(d_model, n_heads, n_kv_heads, is_causal=causal), make)
     module.to(dtype).double()  # round the parameters to dtype once, for every run
     x = make(B, N, d_model, dtype=dtype).double()
     cot = make(B, N, d_model, dtype=dtype).double()
@@ -79,7 +79,7 @@ def test_fused_matches_reference(case, dtype, device, make):
 def test_attention_weights_are_the_softmax_the_forward_uses(case, make):
     d_model, n_heads, n_kv_heads, causal = case
     B, N = 3, 6
-    module = randomize(SelfAttention(d_model, n_heads, n_kv_heads, causal=causal), make)
+    module = randomize(SelfAttention(d_model, n_heads, n_kv_heads, is_causal=causal), make)
     x = make(B, N, d_model, dtype=torch.float64)
 
     weights = module.attention_weights(x)                                     # (B, Hq, N, N)
@@ -110,7 +110,7 @@ def test_matches_torch_multihead_attention(causal, backend, make):
     in_proj_weight is [W_q; W_k; W_v], i.e. q_proj on top of kv_proj."""
     d_model, n_heads, B, N = 48, 3, 2, 9
     mha = randomize(nn.MultiheadAttention(d_model, n_heads, batch_first=True), make)
-    ours = SelfAttention(d_model, n_heads, causal=causal, backend=backend).double()
+    ours = SelfAttention(d_model, n_heads, is_causal=causal, backend=backend).double()
     with torch.no_grad():
         ours.q_proj.weight.copy_(mha.in_proj_weight[:d_model])
         ours.kv_proj.weight.copy_(mha.in_proj_weight[d_model:])
@@ -136,7 +136,7 @@ def test_matches_torch_multihead_attention(causal, backend, make):
 
 @pytest.mark.parametrize("backend", ["fused", "reference"])
 def test_causal_output_ignores_the_future(backend, make):
-    module = randomize(SelfAttention(32, 4, 2, causal=True, backend=backend), make)
+    module = randomize(SelfAttention(32, 4, 2, is_causal=True, backend=backend), make)
     x = make(2, 8, 32, dtype=torch.float64)
     changed = x.clone()
     changed[:, 5:] = make(2, 3, 32, dtype=torch.float64)
@@ -191,3 +191,63 @@ def test_forward_rejects_bad_input(shape):
         module(torch.randn(*shape))
     with pytest.raises(ValueError, match="'x'"):
         module.attention_weights(torch.randn(*shape))
+
+
+# ------------------------------------------------- masks, windows, dropout --
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [None, (3, 1), (2, -1)])
+@pytest.mark.parametrize("mask_kind", [None, "keypad", "float"])
+def test_masks_and_windows_agree_across_backends(mask_kind, window, causal, make):
+    """The SDPA names end to end: attn_mask (key padding or additive), a
+    window, causality, all combined; fused and reference backends agree on
+    the output, every gradient and the explicit attention weights."""
+    B, N, d = 2, 11, 32
+    module = randomize(SelfAttention(d, 4, 2, is_causal=causal, window=window), make)
+    x, cot = make(B, N, d, dtype=torch.float64), make(B, N, d, dtype=torch.float64)
+    mask = None
+    if mask_kind == "keypad":
+        mask = torch.ones(B, 1, 1, N, dtype=torch.bool)
+        mask[0, ..., :4] = False
+    elif mask_kind == "float":
+        mask = make(N, N, dtype=torch.float64)
+    results = {}
+    for backend in ("fused", "reference"):
+        module.backend = backend
+        xb = x.clone().requires_grad_(True)
+        out = module(xb, mask)
+        grads = torch.autograd.grad(out, [xb] + list(module.parameters()), cot)
+        results[backend] = (out, grads)
+    (a, ga), (b, gb) = results["fused"], results["reference"]
+    assert torch.isfinite(a).all()
+    assert rel_err(a, b) <= 1e-12
+    for x1, x2 in zip(ga, gb):
+        assert rel_err(x1, x2) <= 1e-12
+    weights = module.attention_weights(x, mask)
+    _, _, v = module.project(x)
+    by_hand = module.out_proj((weights @ v.repeat_interleave(2, dim=1)).transpose(1, 2).reshape(B, N, d))
+    assert rel_err(a, by_hand) <= 1e-12
+
+
+def test_attention_dropout_only_in_training(make):
+    module = randomize(SelfAttention(32, 4, dropout=0.4), make)
+    x = make(2, 9, 32, dtype=torch.float64)
+    module.eval()
+    assert torch.equal(module(x), module(x))
+    module.train()
+    torch.manual_seed(0)
+    a = module(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, module(x)) and not torch.allclose(a, module(x))
+    module.backend = "reference"
+    assert torch.isfinite(module(x)).all()
+
+
+def test_causal_is_the_old_name_of_is_causal():
+    assert SelfAttention(32, 4, causal=True).is_causal
+    assert SelfAttention(32, 4, is_causal=True).causal
+    with pytest.raises(TypeError, match="is_causal"):
+        SelfAttention(32, 4, is_causal="yes")
+    with pytest.raises(ValueError, match="window"):
+        SelfAttention(32, 4, window=(1, -2))
+    with pytest.raises(TypeError, match="attn_mask"):
+        SelfAttention(32, 4)(torch.randn(1, 3, 32), attn_mask=[[True]])

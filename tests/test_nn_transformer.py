@@ -345,3 +345,43 @@ def test_dropout_is_active_in_training_only(make):
     c, _ = model(idx)
     d, _ = model(idx)
     assert torch.equal(c, d)
+
+
+# ------------------------------------- padding, sliding window, dropout --
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_left_padded_batch_matches_each_sequence_alone(backend, make):
+    """attention_mask hides padding keys and positions count real tokens, so
+    a left-padded row gets the logits its sequence gets alone."""
+    torch.manual_seed(0)
+    model = TransformerLM(TransformerConfig(vocab_size=40, context_length=16, d_model=32, n_layers=2, n_heads=4,
+                                            n_kv_heads=2, backend=backend)).double().eval()
+    g = torch.Generator().manual_seed(1)
+    lengths, T = [9, 4, 6], 9
+    idx = torch.randint(0, 40, (3, T), generator=g)
+    mask = torch.zeros(3, T, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        mask[b, T - n:] = 1
+    logits, _ = model(idx, attention_mask=mask)
+    for b, n in enumerate(lengths):
+        alone, _ = model(idx[b:b + 1, T - n:])
+        assert rel_err(logits[b, T - n:], alone[0]) <= 1e-12, b
+
+
+def test_sliding_window_and_attention_dropout_config(make):
+    cfg = dict(vocab_size=30, context_length=24, d_model=32, n_layers=2, n_heads=4, sliding_window=4,
+               attention_dropout=0.2)
+    torch.manual_seed(0)
+    fused = TransformerLM(TransformerConfig(**cfg)).double()
+    reference_model = copy.deepcopy(fused).set_backend("reference")
+    assert fused.blocks[0].attn.window == (3, 0) and fused.blocks[0].attn.dropout == 0.2
+    idx = torch.randint(0, 30, (2, 20), generator=torch.Generator().manual_seed(2))
+    fused.eval()
+    reference_model.eval()
+    assert rel_err(fused(idx)[0], reference_model(idx)[0]) <= 1e-12
+    # the window really limits what a position sees: changing token 0 leaves positions >= 4 * n_layers alone
+    changed = idx.clone()
+    changed[:, 0] = (changed[:, 0] + 1) % 30
+    a, b = fused(idx)[0], fused(changed)[0]
+    assert torch.equal(a[:, 8:], b[:, 8:]) and not torch.equal(a[:, :4], b[:, :4])
+    with pytest.raises(ValueError, match="attention_dropout"):
+        TransformerConfig(**{**cfg, "attention_dropout": 1.0})

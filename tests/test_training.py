@@ -19,8 +19,10 @@ from torch import nn
 
 import fusedseq
 from fusedseq.__main__ import main as fusedseq_main
-from fusedseq.training import (ConfigMismatchError, Trainer, latest_checkpoint, list_checkpoints,
-                               load_checkpoint, read_loss_log, sample_windows, save_checkpoint)
+from fusedseq.training import (ConfigMismatchError, CorruptCheckpointError, DamagedCheckpointWarning, Trainer,
+                               latest_checkpoint, list_checkpoints, load_checkpoint, load_newest_intact,
+                               read_loss_log, sample_windows, save_checkpoint, verify_checkpoint)
+from fusedseq.training.checkpoint import prune_checkpoints
 from fusedseq.training import checkpoint as checkpoint_module
 
 # Where the imported fusedseq lives: python/ in a checkout, site-packages when
@@ -305,3 +307,154 @@ def test_cli_trains_the_embedding_model(tmp_path, capsys):
     assert metrics["model"] == "embedding" and len(metrics["neighbours"]) == 3
     assert metrics["losses"][-1] < metrics["losses"][0] - 0.5
     assert metrics["tokens_per_s"] > 0
+
+
+# ------------------------------------------------------ damaged checkpoints --
+def damage(path, how: str) -> None:
+    """Truncate, zero, overwrite with garbage, or flip one mantissa bit of a weight."""
+    data = bytearray(open(path, "rb").read())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    elif how == "zeroed":
+        data = bytearray(len(data))
+    elif how == "garbage":
+        data = bytearray(torch.randint(0, 256, (len(data),), generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.uint8).numpy().tobytes())
+    else:  # "bitflip": the lowest mantissa bit of the first float of the output layer's weight
+        weight = load_checkpoint(path)["model"]["head.weight"].numpy().tobytes()
+        at = bytes(data).index(weight)
+        data[at] ^= 1
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "zeroed", "garbage", "bitflip"])
+def test_resume_skips_a_damaged_newest_checkpoint_with_a_warning(tmp_path, how):
+    full = make_trainer(tmp_path / "full", steps=9).fit()
+    run = tmp_path / "run"
+    make_trainer(run, steps=6).fit()
+    assert [s for s, _ in list_checkpoints(run)] == [3, 6]
+    damage(run / "step_00000006.pt", how)
+    assert verify_checkpoint(run / "step_00000006.pt") is not None
+    with pytest.raises(CorruptCheckpointError, match="step_00000006.pt"):
+        load_checkpoint(run / "step_00000006.pt")
+    with pytest.warns(DamagedCheckpointWarning, match=r"step_00000006\.pt' is damaged.*older step_00000003\.pt"):
+        resumed = make_trainer(run, steps=9).fit(resume=True)
+    assert resumed.start_step == 3 and resumed.losses == full.losses   # nothing lost but three steps' work
+    assert verify_checkpoint(run / "step_00000006.pt") is None         # rewritten by the resumed run
+
+
+def test_every_checkpoint_damaged_is_one_clear_error(tmp_path):
+    make_trainer(tmp_path, steps=6).fit()
+    for _, path in list_checkpoints(tmp_path):
+        damage(path, "truncated")
+    with pytest.raises(CorruptCheckpointError, match=r"every checkpoint in it is damaged(.|\n)*step_00000003"):
+        make_trainer(tmp_path, steps=9).fit(resume=True)
+
+
+def test_pruning_never_deletes_the_newest_intact_checkpoint(tmp_path):
+    for step in (1, 3, 6, 9):
+        save_checkpoint(tmp_path / f"step_{step:08d}.pt", {"step": step})
+    for step in (6, 9):
+        damage(tmp_path / f"step_{step:08d}.pt", "truncated")
+    deleted = prune_checkpoints(tmp_path, keep_last=2)
+    assert [os.path.basename(p) for p in deleted] == ["step_00000001.pt"]
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3, 6, 9]
+    with pytest.warns(DamagedCheckpointWarning):
+        assert load_newest_intact(tmp_path)[1]["step"] == 3
+
+
+def test_checkpoints_are_written_with_the_usual_permissions(tmp_path):
+    path = save_checkpoint(tmp_path / "step_00000001.pt", {"step": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_cli_resume_warns_about_a_damaged_checkpoint_and_goes_on(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--quick", "--steps", "6", "--checkpoint-every", "3", "--no-progress", "--out", str(out)]
+    assert fusedseq_main(args) == 0
+    damage(out / "step_00000006.pt", "zeroed")
+    capsys.readouterr()
+    assert fusedseq_main(args[:3] + ["9"] + args[4:] + ["--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: checkpoint" in captured.err and "step_00000006.pt' is damaged" in captured.err
+    assert "resumed from step 3" in captured.out and "Traceback" not in captured.err
+    all_damaged = ["train", "--quick", "--steps", "9", "--no-progress", "--out", str(out), "--resume"]
+    for _, path in list_checkpoints(out):
+        damage(path, "garbage")
+    assert fusedseq_main(all_damaged) == 2
+    assert "every checkpoint in it is damaged" in capsys.readouterr().err
+
+
+# ------------------------------------------------ Ctrl-C and non-finite losses --
+def test_ctrl_c_stops_at_a_step_boundary_and_saves(tmp_path):
+    def interrupt(step, loss):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)   # delivered to the main thread, as Ctrl-C is
+
+    result = make_trainer(tmp_path, steps=12, every=100, on_step=interrupt).fit()
+    assert result.interrupted and result.steps == 4
+    assert result.checkpoint == str(tmp_path / "step_00000004.pt") and verify_checkpoint(result.checkpoint) is None
+    resumed = make_trainer(tmp_path, steps=12, every=100).fit(resume=True)
+    assert resumed.start_step == 4 and not resumed.interrupted
+    assert resumed.losses == make_trainer(tmp_path / "full", steps=12, every=100).fit().losses
+
+
+def test_ctrl_c_on_the_command_line_saves_and_prints_the_resume_command(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_command(out, "--throttle", "0.05", "--checkpoint-every", "100"),
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "losses.jsonl").exists() or len((out / "losses.jsonl").read_text().splitlines()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    step = max(s for s, _ in list_checkpoints(out))
+    assert 3 <= step < 40 and f"interrupted after step {step}" in stdout
+    hint = stdout.split("to continue:\n")[1].strip()
+    assert hint.startswith("python -m fusedseq train ") and hint.endswith("--resume") and str(out) in hint
+    resumed = subprocess.run([sys.executable, *hint.split()[1:]], env=subprocess_env(), capture_output=True,
+                             text=True, timeout=120)
+    assert resumed.returncode == 0 and f"resumed from step {step}" in resumed.stdout, resumed.stderr
+
+
+def test_a_non_finite_loss_raises_before_the_weights_change(tmp_path):
+    trainer = make_trainer(tmp_path, steps=6, every=100)
+    snapshot = {}
+
+    def poison_after(step, loss):
+        if step == 2:
+            snapshot.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+            with torch.no_grad():
+                trainer.model.head.bias.fill_(float("inf"))   # the next loss is not finite
+            snapshot["head.bias"] = trainer.model.head.bias.clone()
+
+    trainer.on_step = poison_after
+    with pytest.raises(FloatingPointError, match="loss is nan at step 3; the weights are left as after step 2"):
+        trainer.fit()
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, snapshot[name]), name          # optimizer.step() never ran
+    assert all(s["step"].item() == 2 for s in trainer.optimizer.state_dict()["state"].values())
+
+
+# ------------------------------------------------------------- train options --
+def test_cli_threads_and_grouped_query_heads(tmp_path, capsys):
+    out = tmp_path / "gqa"
+    before = torch.get_num_threads()
+    assert fusedseq_main(["train", "--quick", "--steps", "4", "--n-heads", "4", "--n-kv-heads", "2", "--d-model",
+                          "32", "--threads", "2", "--no-progress", "--out", str(out)]) == 0
+    assert "threads=2" in capsys.readouterr().out and torch.get_num_threads() == before
+    state = load_checkpoint(latest_checkpoint(out))
+    assert state["config"]["n_kv_heads"] == 2 and state["config"]["n_heads"] == 4
+    assert state["model"]["blocks.0.attn.kv_proj.weight"].shape[0] == 2 * 2 * 8   # k and v: 2 heads of 8
+    assert fusedseq_main(["train", "--quick", "--n-heads", "4", "--n-kv-heads", "3", "--out", str(tmp_path / "x")]) == 2
+    assert "--n-kv-heads 3 must divide --n-heads 4" in capsys.readouterr().err

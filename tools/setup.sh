@@ -22,7 +22,9 @@ py="$venv/bin/python"
 # (The build runs with any torch >= 2.10 either way: the bindings use only
 # the stable ABI. `pip install .` with isolation works too, only slower.)
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
-  cmake ninja tqdm matplotlib pytest expecttest
+  cmake ninja tqdm matplotlib pytest expecttest hypothesis
+# Test-only: the transformers integration's tests (fusedseq itself never imports it).
+"$py" -m pip install -q --disable-pip-version-check "transformers>=4.56"
 # One build folder per environment, so that switching between .venv and
 # .venv-cuda (or re-running after a failed build) recompiles only what changed.
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation \

@@ -56,9 +56,30 @@
   X(gru_backward,                                                                                               \
     "gru_backward(Tensor grad_output, Tensor output, Tensor gates, Tensor x, Tensor h0, Tensor w_ih, "         \
     "Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")                                         \
-  /* q (B, Hq, Nq, D), k/v (B, Hkv, Nk, D) -> (out (B, Hq, Nq, D), lse (B, Hq, Nq)) */                         \
-  X(attention_fwd, "attention_fwd(Tensor q, Tensor k, Tensor v, bool causal, float scale) -> (Tensor, Tensor)") \
-  /* -> (grad_q, grad_k, grad_v) */                                                                             \
+  /* softmax(q kᵀ · scale + attn_mask) v, SDPA's meaning for every argument, plus a sliding window          */ \
+  /* (window_left/right, -1 = unbounded) and dropout drawn from Philox(seed, offset).                         */ \
+  /* q (B, Hq, Nq, D), k/v (B, Hkv, Nk, D), attn_mask broadcastable to (B, Hq, Nq, Nk)                        */ \
+  /*   -> (out (B, Hq, Nq, D), lse (B, Hq, Nq), lse_lo (B, Hq, Nq)); lse + lse_lo is the row log-sum-exp      */ \
+  X(attention_fwd,                                                                                              \
+    "attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float dropout_p, bool is_causal, "         \
+    "float scale, int window_left, int window_right, int seed, int offset) -> (Tensor, Tensor, Tensor)")        \
+  /* -> (grad_q, grad_k, grad_v); attn_mask gets no gradient */                                                 \
   X(attention_bwd,                                                                                              \
-    "attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, bool causal, "       \
-    "float scale) -> (Tensor, Tensor, Tensor)")
+    "attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor lse_lo, "     \
+    "Tensor? attn_mask, float dropout_p, bool is_causal, float scale, int window_left, int window_right, "      \
+    "int seed, int offset) -> (Tensor, Tensor, Tensor)")                                                        \
+  /* Packed variable-length sequences (FlashAttention-2's varlen; causal and window bottom-right aligned):    */ \
+  /* q (total_q, Hq, D), k/v (total_k, Hkv, D), cu_seqlens int32 (B + 1)                                     */ \
+  /*   -> (out (total_q, Hq, D), lse (Hq, total_q), lse_lo (Hq, total_q))                                    */ \
+  X(attention_varlen_fwd,                                                                                       \
+    "attention_varlen_fwd(Tensor q, Tensor k, Tensor v, Tensor cu_seqlens_q, Tensor cu_seqlens_k, "            \
+    "int max_seqlen_q, int max_seqlen_k, float dropout_p, bool is_causal, float scale, int window_left, "       \
+    "int window_right, int seed, int offset) -> (Tensor, Tensor, Tensor)")                                      \
+  /* -> (grad_q, grad_k, grad_v) */                                                                             \
+  X(attention_varlen_bwd,                                                                                       \
+    "attention_varlen_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "             \
+    "Tensor lse_lo, Tensor cu_seqlens_q, Tensor cu_seqlens_k, int max_seqlen_q, int max_seqlen_k, "            \
+    "float dropout_p, bool is_causal, float scale, int window_left, int window_right, int seed, int offset) "   \
+    "-> (Tensor, Tensor, Tensor)")                                                                              \
+  /* The dropout keep-mask attention_fwd draws for q's (B, Hq, Nq) and Nk keys: bool (B, Hq, Nq, Nk). Tests. */ \
+  X(attention_dropout_mask, "attention_dropout_mask(Tensor q, int Nk, float dropout_p, int seed, int offset) -> Tensor")

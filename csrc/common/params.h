@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <type_traits>
 
 namespace fusedseq {
 
@@ -233,42 +234,143 @@ struct GruSeqBwdParams {
 };
 
 // -------------------------------------------------------------- attention --
-// O = softmax(Q Kᵀ · scale [+ causal mask]) V, GQA: query head h reads
-// key/value head h / (Hq / Hkv). Causal is top-left aligned, as in
-// scaled_dot_product_attention(is_causal=True): query i sees keys j <= i.
+// O = softmax(Q Kᵀ · scale + mask) V for every (sequence, query head), with
+// grouped-query heads: query head h reads key/value head h / (Hq / Hkv).
+//
+// Which keys a query row may see. Sequence b has Nq_b queries and Nk_b keys
+// (dense: Nq and Nk; varlen: from cu_seqlens). Query i sits on the key
+// diagonal diag(i) = i + (bottom_right ? Nk_b - Nq_b : 0): top-left as in
+// scaled_dot_product_attention(is_causal=True), bottom-right as in
+// FlashAttention-2 (>= 2.1). It sees key j when
+//     causal:  j <= diag(i)
+//     window:  diag(i) - window_left <= j <= diag(i) + window_right
+//              (-1: that side unbounded; FlashAttention's window_size)
+// and the mask allows it. Tiles of keys that no row of a query tile may see
+// are never visited. A row that sees no key at all returns zeros, an LSE of
+// -inf and zero gradients.
 struct AttnShape {
-  int64_t B, Hq, Hkv, Nq, Nk, D;
-  double scale;  // double so float64 attention stays float64-accurate
+  int64_t B, Hq, Hkv, Nq, Nk, D;  // varlen: B sequences; Nq, Nk the longest (max_seqlen_q, max_seqlen_k)
+  double scale;                   // double so float64 attention stays float64-accurate
   bool causal;
+  int64_t window_left, window_right;  // -1 = unbounded; the binding maps larger-than-useful values to -1
+  bool bottom_right;
 };
 
-// Strides (in elements) of a (B, H, N, D) tensor over its B, H and N dims.
+// Strides (in elements) of a (B, H, N, ·) tensor over its B, H and N dims.
+// Row (b, h, token) of a tensor starts at b·b_ + h·h + token·n. Varlen
+// tensors are packed (total_tokens, H, ·): b = 0, and token counts from the
+// start of the whole pack (cu_seqlens[b] + i).
 struct Strides3 {
   int64_t b, h, n;
 };
 
-template <typename T>
-struct AttnFwdParams {
-  AttnShape s;
-  const T* q; Strides3 q_st;  // (B, Hq, Nq, D)
-  const T* k; Strides3 k_st;  // (B, Hkv, Nk, D)
-  const T* v; Strides3 v_st;  // (B, Hkv, Nk, D)
-  T* out;                     // (B, Hq, Nq, D) contiguous, out
-  T* lse;                     // (B, Hq, Nq) contiguous, out: natural-log row log-sum-exp
+// attn_mask, broadcast to (B, Hq, Nq, Nk) through its strides (0 along every
+// broadcast dim): read tile by tile where it lies, never expanded. Bool:
+// nonzero = may attend (SDPA's meaning). Additive: added to the scaled
+// logits (a -inf entry masks). The mask has no gradient.
+enum class MaskKind : int32_t { None = 0, Bool = 1, Additive = 2 };
+
+struct AttnMask {
+  MaskKind kind = MaskKind::None;
+  const void* ptr = nullptr;       // Bool: uint8_t; Additive: the kernel's accumulation type (AttnAcc<T>)
+  int64_t b = 0, h = 0, q = 0, k = 0;  // strides in elements
 };
 
+// Dropout on the attention probabilities, as SDPA's dropout_p: each element
+// of softmax(·) is zeroed with probability p, the rest scaled by 1/(1 - p).
+// The mask is a pure function of (seed, offset, row, key), regenerated in
+// the backward, never stored:
+//     row  = token · Hq + h   (token: the query's index in the whole batch,
+//                              b·Nq + i dense, cu_seqlens_q[b] + i varlen)
+//     (w0, w1, w2, w3) = Philox4x32-10(key = seed,
+//                                      counter = (offset + j / 4, row)) (64-bit halves, low word first)
+//     element (row, j) is dropped iff w_{j mod 4} < threshold
+// The binding draws seed and offset from torch's generator for each call.
+struct AttnDropout {
+  double p = 0;             // 0: no dropout
+  uint32_t threshold = 0;   // round(p · 2^32), clamped to 2^32 - 1
+  uint64_t seed = 0, offset = 0;
+};
+
+// Packed variable-length batches (FlashAttention's varlen API): sequence b
+// owns query tokens [cu_seqlens_q[b], cu_seqlens_q[b+1]) and key tokens
+// [cu_seqlens_k[b], cu_seqlens_k[b+1]). Both null for dense (B, H, N, D).
+struct AttnVarlen {
+  const int32_t* cu_seqlens_q = nullptr;  // (B + 1), non-decreasing, from 0
+  const int32_t* cu_seqlens_k = nullptr;  // (B + 1)
+};
+
+// Accumulation type: fp32 for every input type but float64. The LSE and all
+// workspaces use it.
+template <typename T>
+using AttnAcc = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// The row log-sum-exp is stored as an unevaluated sum lse + lse_lo of two
+// AttnAcc numbers. lse alone is the LSE rounded once (what
+// attention_with_lse returns); lse_lo is what that rounding lost. With
+// logits of magnitude L, fp32 rounding of lse alone costs ulp(L)/2 in the
+// exponent the backward recomputes P with (3% at L = 1e6); with both parts
+// the backward's P = exp((x - lse) - lse_lo) agrees with the forward's to
+// fp32 rounding whatever L is.
+template <typename T>
+struct AttnFwdParams {
+  using Acc = AttnAcc<T>;
+  AttnShape s;
+  AttnMask mask;
+  AttnDropout dropout;
+  AttnVarlen varlen;
+  const T* q; Strides3 q_st;   // (B, Hq, Nq, D)   varlen: (total_q, Hq, D)
+  const T* k; Strides3 k_st;   // (B, Hkv, Nk, D)  varlen: (total_k, Hkv, D)
+  const T* v; Strides3 v_st;   // (B, Hkv, Nk, D)  varlen: (total_k, Hkv, D)
+  T* out; Strides3 o_st;       // (B, Hq, Nq, D)   varlen: (total_q, Hq, D)   out
+  Acc* lse; Acc* lse_lo;       // (B, Hq, Nq)      varlen: (Hq, total_q)      out, both with strides lse_st
+  Strides3 lse_st;
+  // Workspace, sized by the caller from the plan (cpu/attention_plan.h):
+  int64_t num_splits;          // key ranges per row merged by log-sum-exp (flash-decoding); 1 = none
+  Acc* o_accum;                // (num_splits, B, Hq, Nq, D) contiguous, when num_splits > 1
+  Acc* ml_accum;               // (num_splits, B, Hq, Nq, 2) contiguous: each split's row max and sum
+  T* k_packed;                 // K in 16-key panels (plan.pack_k), else nullptr
+};
+
+// Backward from the forward's out and LSE (FlashAttention-2's scheme):
+//     P = exp(x - lse - lse_lo)          x = Q Kᵀ · scale (+ mask), recomputed
+//     dV = (P ∘ Z)ᵀ dO                    Z: the dropout mask, scaled by 1/(1 - p)
+//     dP = (dO Vᵀ) ∘ Z
+//     dS = P ∘ (dP - delta),  delta = rowsum(dO ∘ O)
+//     dQ = dS K · scale,      dK = dSᵀ Q · scale
 template <typename T>
 struct AttnBwdParams {
+  using Acc = AttnAcc<T>;
   AttnShape s;
-  const T* q; Strides3 q_st;       // (B, Hq, Nq, D)
-  const T* k; Strides3 k_st;       // (B, Hkv, Nk, D)
-  const T* v; Strides3 v_st;       // (B, Hkv, Nk, D)
-  const T* out; Strides3 o_st;     // (B, Hq, Nq, D)
-  const T* grad_out; Strides3 do_st;  // (B, Hq, Nq, D)
-  const T* lse;                    // (B, Hq, Nq) contiguous
-  T* grad_q;                       // (B, Hq, Nq, D) contiguous, out
-  T* grad_k;                       // (B, Hkv, Nk, D) contiguous, out
-  T* grad_v;                       // (B, Hkv, Nk, D) contiguous, out
+  AttnMask mask;
+  AttnDropout dropout;
+  AttnVarlen varlen;
+  const T* q; Strides3 q_st;            // (B, Hq, Nq, D)
+  const T* k; Strides3 k_st;            // (B, Hkv, Nk, D)
+  const T* v; Strides3 v_st;            // (B, Hkv, Nk, D)
+  const T* out; Strides3 o_st;          // (B, Hq, Nq, D)
+  const T* grad_out; Strides3 do_st;    // (B, Hq, Nq, D)
+  const Acc* lse; const Acc* lse_lo;    // (B, Hq, Nq), strides lse_st
+  Strides3 lse_st;
+  T* grad_q; Strides3 dq_st;            // (B, Hq, Nq, D)   out
+  T* grad_k; Strides3 dk_st;            // (B, Hkv, Nk, D)  out
+  T* grad_v; Strides3 dv_st;            // (B, Hkv, Nk, D)  out
+  // Workspace, sized by the caller from the plan:
+  Acc* delta;                           // (B, Hq, Nq) contiguous: rowsum(dO ∘ O)
+  Acc* dq_accum;                        // (B, Hq, Nq, D) contiguous, or nullptr to accumulate in grad_q (T == Acc)
+  Acc* dk_accum; Acc* dv_accum;         // (B, Hq, Nk, D) contiguous per-query-head partials when Hq > Hkv
+  T* k_packed; T* v_packed;             // K and V in 16-key panels (plan.pack_k), else nullptr
+};
+
+// The dropout keep-mask itself, for tests: keep (B, Hq, Nq, Nk) contiguous,
+// 1 where the element survives, exactly as the kernels draw it (dense rows).
+// (T is unused: it only gives the kernel the shape of every other one in
+// the kernel table.)
+template <typename T>
+struct AttnDropoutMaskParams {
+  AttnShape s;
+  AttnDropout dropout;
+  uint8_t* keep;
 };
 
 }  // namespace fusedseq

@@ -38,7 +38,8 @@
   X(gru_seq_forward, GruSeqFwdParams)     \
   X(gru_seq_backward, GruSeqBwdParams)    \
   X(attention_forward, AttnFwdParams)     \
-  X(attention_backward, AttnBwdParams)
+  X(attention_backward, AttnBwdParams)    \
+  X(attention_dropout_mask, AttnDropoutMaskParams)
 
 namespace fusedseq::cpu {
 

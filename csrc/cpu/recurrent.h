@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/params.h"
+#include "cpu/grain.h"
 #include "cpu/microkernels.h"
 
 namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
@@ -23,17 +24,6 @@ namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 constexpr int64_t kUnitChunk = kPanel;
 
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Grain (fewest items per thread, at::parallel_for's meaning) for pf over
-// items costing `work_per_item` multiply-adds each: a loop splits only once
-// its work is well above a parallel region's fork and join, so small problems
-// stay on one thread. The threshold is the one issue 15 measured on the
-// 2-core EPYC (two threads break even at 1-2M multiply-adds); its shared
-// csrc/cpu/grain.h, with this same signature, replaces this helper when it lands.
-constexpr int64_t kMinParallelWork = int64_t(1) << 21;
-inline int64_t grain_for(int64_t work_per_item) {
-  return std::max<int64_t>(1, div_up(kMinParallelWork, std::max<int64_t>(1, work_per_item)));
-}
 
 // Asks for the cache lines of `rows` rows of n <= 16 values (row stride ld)
 // to be brought into L1. A step reads its chunk of the input projections and

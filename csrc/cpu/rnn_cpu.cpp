@@ -7,6 +7,7 @@
 // region; nothing else crosses threads.
 #include <vector>
 
+#include "cpu/grain.h"
 #include "cpu/kernels_cpu.h"
 #include "cpu/microkernels.h"
 
@@ -17,16 +18,7 @@ namespace {
 // with the 16-wide register tiles of gemm_nn.
 constexpr int64_t kColChunk = 16;
 
-// Below this many multiply-adds per call a parallel region costs more than it
-// saves.
-constexpr int64_t kMinParallelWork = 1 << 15;
-
 inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// grain (in column chunks) so that small problems stay on one thread.
-inline int64_t col_grain(int64_t nchunks, int64_t work) {
-  return work < kMinParallelWork ? nchunks : 1;
-}
 
 }  // namespace
 
@@ -39,7 +31,7 @@ void rnn_cell_forward(const RnnCellFwdParams<T>& p, const ParallelFor& pf) {
   const NtSegment<T> seg[2] = {{p.x, p.I, p.w_ih, p.I, p.I}, {p.h, p.H, p.w_hh, p.H, p.H}};
   const bool relu = p.act == Activation::Relu;
   const int64_t nchunks = div_up(p.H, kColChunk);
-  pf(0, nchunks, col_grain(nchunks, p.B * p.H * (p.I + p.H)), [&](int64_t c0, int64_t c1) {
+  pf(0, nchunks, /*grain*/ grain_for(p.B * kColChunk * (p.I + p.H)), [&](int64_t c0, int64_t c1) {
     const int64_t j0 = c0 * kColChunk, j1 = std::min(p.H, c1 * kColChunk);
     // Shift B's rows so that tile column 0 is unit j0.
     NtSegment<T> s[2] = {seg[0], seg[1]};
@@ -75,7 +67,7 @@ void rnn_cell_backward(const RnnCellBwdParams<T>& p, const ParallelFor& pf) {
   const T* dz = p.grad_z;
   // Inputs' gradients: split over their columns (I, then H).
   const int64_t cx = div_up(I, kColChunk), ch = div_up(H, kColChunk);
-  pf(0, cx + ch, col_grain(cx + ch, B * H * (I + H)), [&](int64_t c0, int64_t c1) {
+  pf(0, cx + ch, /*grain*/ grain_for(B * kColChunk * H), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       if (c < cx) {
         const int64_t j0 = c * kColChunk, n = std::min(kColChunk, I - j0);
@@ -87,7 +79,7 @@ void rnn_cell_backward(const RnnCellBwdParams<T>& p, const ParallelFor& pf) {
     }
   });
   // Weights' gradients: split over their rows (the hidden units).
-  pf(0, H, std::max<int64_t>(1, kMinParallelWork / std::max<int64_t>(1, B * (I + H))), [&](int64_t r0, int64_t r1) {
+  pf(0, H, /*grain*/ grain_for(B * (I + H)), [&](int64_t r0, int64_t r1) {
     const int64_t m = r1 - r0;
     gemm_nn<T>(m, I, B, dz + r0, 1, H, p.x, I, p.grad_w_ih + r0 * I, I, false);
     gemm_nn<T>(m, H, B, dz + r0, 1, H, p.h, H, p.grad_w_hh + r0 * H, H, false);
@@ -119,7 +111,7 @@ void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
     for (int64_t j = 0; j < H; ++j) bias[j] = (p.b_ih ? p.b_ih[j] : T(0)) + (p.b_hh ? p.b_hh[j] : T(0));
   }
   const int64_t nchunks = div_up(H, kColChunk);
-  const int64_t grain = col_grain(nchunks, B * H * H);
+  const int64_t grain = grain_for(B * kColChunk * H);
   for (int64_t t = 0; t < p.T_; ++t) {
     const T* prev = t == 0 ? p.h0 : p.out + (t - 1) * BH;
     T* cur = p.out + t * BH;
@@ -143,7 +135,7 @@ void rnn_seq_backward(const RnnSeqBwdParams<T>& p, const ParallelFor& pf) {
   std::vector<T> wp(panels_size(H, H));
   pack_panels<T>(H, H, p.w_hh, H, 1, wp.data());
   const int64_t nchunks = div_up(H, kColChunk);
-  const int64_t grain = col_grain(nchunks, B * H * H);
+  const int64_t grain = grain_for(B * kColChunk * H);
   for (int64_t t = T_ - 1; t >= 0; --t) {
     T* dz = p.grad_z + t * BH;
     const T* dz_next = p.grad_z + (t + 1) * BH;  // valid for t < T-1

@@ -24,8 +24,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("bench", help="benchmark the ops against PyTorch's paths",
                        description=cli.DESCRIPTION)
-    cli.add_all_arguments(p)
-    p.set_defaults(handler=cli.run_bench)
+    cli.add_arguments(p)
+    p.set_defaults(handler=cli.run)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``fusedseq`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as given (e.g. for `fusedseq train`'s resume hint)
     return int(args.handler(args) or 0)
 
 

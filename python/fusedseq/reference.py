@@ -8,7 +8,7 @@ as the public functions in :mod:`fusedseq`.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -135,28 +135,96 @@ def gru(x: Tensor, h0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     return (output.transpose(0, 1) if batch_first else output), h
 
 
-def attention_scores(q: Tensor, k: Tensor, causal: bool = False, scale: Optional[float] = None) -> Tensor:
-    """The (masked, scaled) score matrix Q Kᵀ·scale, (..., Hq, Nq, Nk), -inf where masked."""
+def attention_visible(Nq: int, Nk: int, is_causal: bool = False, window: Optional[Sequence[int]] = None,
+                      bottom_right: bool = False, device=None) -> Tensor:
+    """(Nq, Nk) bool: which keys each query may see before any attn_mask.
+    Query i sits on key diagonal i (top-left, SDPA) or i + Nk - Nq
+    (bottom-right, FlashAttention's varlen); causal: j <= diagonal; window
+    (left, right): diagonal - left <= j <= diagonal + right, -1 unbounded."""
+    i = torch.arange(Nq, device=device)[:, None] + (Nk - Nq if bottom_right else 0)
+    j = torch.arange(Nk, device=device)[None, :]
+    visible = torch.ones(Nq, Nk, dtype=torch.bool, device=device)
+    if is_causal:
+        visible &= j <= i
+    if window is not None:
+        left, right = window
+        if left >= 0:
+            visible &= j >= i - left
+        if right >= 0:
+            visible &= j <= i + right
+    return visible
+
+
+def attention_scores(q: Tensor, k: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
+                     scale: Optional[float] = None, window: Optional[Sequence[int]] = None,
+                     bottom_right: bool = False, *, causal: Optional[bool] = None) -> Tensor:
+    """The masked, scaled score matrix Q Kᵀ·scale (+ attn_mask), (..., Hq, Nq, Nk), -inf where masked.
+    ``attn_mask``: bool (True = attend) or additive, broadcastable; ``causal``: alias of ``is_causal``."""
+    if isinstance(attn_mask, bool):  # the old positional signature attention_scores(q, k, causal, scale)
+        attn_mask, is_causal = None, attn_mask
+    if causal is not None:
+        is_causal = causal
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
     group = q.shape[-3] // k.shape[-3]
     k = k.repeat_interleave(group, dim=-3)
     s = (q @ k.transpose(-1, -2)) * scale
-    if causal:
-        nq, nk = s.shape[-2], s.shape[-1]
-        visible = torch.ones(nq, nk, dtype=torch.bool, device=s.device).tril()
+    if is_causal or window is not None:
+        visible = attention_visible(s.shape[-2], s.shape[-1], is_causal, window, bottom_right, s.device)
         s = s.masked_fill(~visible, float("-inf"))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            s = s.masked_fill(~attn_mask, float("-inf"))
+        else:
+            s = s + attn_mask.to(s.dtype)
     return s
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = False, scale: Optional[float] = None) -> Tensor:
-    """softmax(Q Kᵀ·scale [+ causal mask]) V with grouped-query heads, computed
-    in the inputs' dtype with the full score matrix."""
-    s = attention_scores(q, k, causal, scale)
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None, dropout_p: float = 0.0,
+              is_causal: bool = False, scale: Optional[float] = None, window: Optional[Sequence[int]] = None,
+              bottom_right: bool = False, *, causal: Optional[bool] = None,
+              dropout_mask: Optional[Tensor] = None) -> Tensor:
+    """softmax(Q Kᵀ·scale + mask) V with grouped-query heads, computed in the
+    inputs' dtype with the full score matrix. A row that sees no key gives
+    zeros (and zero gradients). Dropout: with ``dropout_mask`` (bool, True =
+    kept) exactly that mask, scaled by 1/(1 - dropout_p); else F.dropout's."""
+    if isinstance(attn_mask, bool):  # the old positional signature attention(q, k, v, causal, scale)
+        attn_mask, is_causal = None, attn_mask
+        if not isinstance(dropout_p, bool) and dropout_p is not None and dropout_p != 0.0 and scale is None:
+            dropout_p, scale = 0.0, dropout_p
+    s = attention_scores(q, k, attn_mask, is_causal, scale, window, bottom_right, causal=causal)
+    empty = (s == float("-inf")).all(dim=-1, keepdim=True)
+    p = torch.softmax(s.masked_fill(empty, 0.0), dim=-1).masked_fill(empty, 0.0)
+    if dropout_mask is not None:
+        p = p * dropout_mask.to(p.dtype) / (1.0 - dropout_p)
+    elif dropout_p > 0:
+        p = torch.nn.functional.dropout(p, dropout_p)
     group = q.shape[-3] // k.shape[-3]
-    return torch.softmax(s, dim=-1) @ v.repeat_interleave(group, dim=-3)
+    return p @ v.repeat_interleave(group, dim=-3)
 
 
-def attention_lse(q: Tensor, k: Tensor, causal: bool = False, scale: Optional[float] = None) -> Tensor:
-    """Row log-sum-exp of the scores, (..., Hq, Nq)."""
-    return torch.logsumexp(attention_scores(q, k, causal, scale), dim=-1)
+def attention_lse(q: Tensor, k: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
+                  scale: Optional[float] = None, window: Optional[Sequence[int]] = None,
+                  *, causal: Optional[bool] = None) -> Tensor:
+    """Row log-sum-exp of the scores, (..., Hq, Nq); -inf for a row that sees no key."""
+    return torch.logsumexp(attention_scores(q, k, attn_mask, is_causal, scale, window, causal=causal), dim=-1)
+
+
+def attention_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_seqlens_k: Tensor,
+                     is_causal: bool = False, scale: Optional[float] = None,
+                     window: Optional[Sequence[int]] = None) -> Tensor:
+    """Packed sequences one at a time: q (total_q, Hq, D), k/v (total_k, Hkv, D);
+    causal and window bottom-right aligned per sequence, as FlashAttention's varlen."""
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    outs = []
+    for b in range(cu_seqlens_q.numel() - 1):
+        q0, q1 = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
+        k0, k1 = int(cu_seqlens_k[b]), int(cu_seqlens_k[b + 1])
+        qb, kb, vb = (t.transpose(0, 1) for t in (q[q0:q1], k[k0:k1], v[k0:k1]))  # (H, N, D)
+        if k1 == k0:
+            outs.append(q.new_zeros(q1 - q0, q.shape[1], v.shape[-1]))
+            continue
+        outs.append(attention(qb, kb, vb, is_causal=is_causal, scale=scale, window=window,
+                              bottom_right=True).transpose(0, 1))
+    return torch.cat(outs, dim=0)

@@ -1,30 +1,13 @@
-"""Benchmark harness: fusedseq's ops against PyTorch's own paths.
+"""Benchmark harness: fusedseq's ops against PyTorch's own paths, on the same
+inputs in the same process (``python -m fusedseq bench``, ``benchmarks/``).
 
-Used by ``python -m fusedseq bench`` and the scripts in ``benchmarks/``.
-Every case runs all of its implementations on the same inputs in the same
-process, times them (:mod:`.timing`), checks each against a float64
-reference (:mod:`.accuracy`) and reports median time, useful FLOP rate,
-the fused path's speed-up and the errors (:mod:`.report`, :mod:`.plot`).
-
-Layout, one job per module:
-    timing       warm-up, adaptive run count, median/IQR (perf_counter / CUDA events)
-    accuracy     max-abs and norm-relative error vs the float64 reference
-    flops        useful FLOPs per op and mode
-    cudnn_rules  which cuDNN RNN algorithm nn.RNN gets for a shape
-    sdpa         SDPA backends of a device, priority order, default choice
-    case         Case / Impl / Reference / Row data types
-    cases/       per op: default shapes and dtypes, the paths compared
-    engine       runs one case: check, time, speed-ups
-    runner       which cases, in order, with progress
-    report       screen table, JSON, CSV
-    plot         speed-up bar chart
-    env          metadata (device, versions, commit, date)
-    cli          command-line options, ``run_bench``
+    harness   cases (@case, Setup, Path), running one: check, time, speed-ups
+    timing    warm-up, interleaved rounds, median/IQR, stability, L2 flush
+    cases/    one module per family of ops: where a new case goes
+    report    table, summary, JSON, chart
+    cli       options, case selection, header, progress
 """
-from .case import Case, Row
-from .cli import add_all_arguments, add_bench_arguments, main, run_bench
-from .runner import OPS, BenchConfig, collect_cases, run_cases
-from .timing import Timing, TimingOptions, time_fn
+from .harness import REGISTRY, Case, Path, Row, Setup, case, run_case
+from .timing import Budget, Timing
 
-__all__ = ["OPS", "BenchConfig", "Case", "Row", "Timing", "TimingOptions", "add_all_arguments",
-           "add_bench_arguments", "collect_cases", "main", "run_bench", "run_cases", "time_fn"]
+__all__ = ["REGISTRY", "Budget", "Case", "Path", "Row", "Setup", "Timing", "case", "run_case"]

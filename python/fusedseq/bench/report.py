@@ -1,213 +1,154 @@
-"""Turning rows into the screen table, a JSON file and a CSV file."""
+"""Rows on screen (a table per op and device, then a summary), in a JSON
+file and in a speed-up chart. A ratio whose timings were unstable is never
+shown plain: the table prints it as ``(0.02x)?`` with the reason, the
+summary says "unstable", the chart leaves it out."""
 from __future__ import annotations
 
-import csv
 import json
 import math
-from collections import OrderedDict
-from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from dataclasses import asdict
+from typing import Any, Optional, Sequence
 
-from .case import Row
+from .harness import REGISTRY, Row
 
-# Row-level extra columns, in display order, with their headers.
-_ROW_EXTRAS = {"us_per_step": "µs/step"}
-
-LEGEND = (
-    "median: per call, after warm-up (IQR: spread of the middle half of the runs).  "
-    "{rate}: useful FLOPs / median.\n"
-    "speedup: this path's time / fused time (>1: fused is faster); on the fused row, "
-    "over the fastest PyTorch path (named in the note).\n"
-    "max abs / rel err: vs float64 reference on the same inputs (rel = ‖Δ‖₂/‖ref‖₂); "
-    "fwd+bwd rows: worst over all input and weight gradients."
-)
+LEGEND = ("median: per call after warm-up, IQR: spread of the middle half of the runs; rate: useful work / median.\n"
+          "speedup: this path's time / fused time (>1: fused is faster); on the fused row, over the fastest "
+          "PyTorch path.\n(1.23x)?: a ratio from an unstable timing (see its note), not a result.\n"
+          "max abs / rel err: vs a float64 reference on the same inputs (rel = ‖Δ‖₂/‖ref‖₂); fwd+bwd: worst "
+          "over all gradients.")
 
 
-# ------------------------------------------------------------- formatting --
-def fmt_time(seconds: Optional[float]) -> str:
-    if seconds is None or math.isnan(seconds):
+def fmt_time(s: Optional[float]) -> str:
+    if s is None or math.isnan(s):
         return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} µs"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
+    return f"{s * 1e6:.1f} µs" if s < 1e-3 else f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
 
 
-def fmt_rate(flop_rate: Optional[float], unit: float) -> str:
-    if flop_rate is None:
+def fmt_ratio(r: Row) -> str:
+    if r.speedup is None:
         return "-"
-    v = flop_rate / unit
-    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"  # tiny shapes still show a digit
+    return f"{r.speedup:.2f}x" if r.trusted else f"({r.speedup:.2f}x)?"
 
 
-def fmt_err(x: Optional[float]) -> str:
-    if x is None:
+def fmt_rate(r: Row) -> str:
+    if r.timing is None or not r.work:
         return "-"
-    return "nan" if math.isnan(x) else f"{x:.1e}"
+    v = r.work / r.timing.median / rate_unit(r)[1]
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
-def fmt_speedup(x: Optional[float]) -> str:
-    return "" if x is None else f"{x:.2f}x"
+def rate_unit(r: Row) -> tuple[str, float]:
+    if r.unit == "tok":
+        return "tok/s", 1.0
+    return ("TFLOP/s", 1e12) if r.device.startswith("cuda") else ("GFLOP/s", 1e9)
 
 
-def rate_unit(device: str) -> tuple[str, float]:
-    """GFLOP/s on the CPU, TFLOP/s on a GPU."""
-    return ("TFLOP/s", 1e12) if device.startswith("cuda") else ("GFLOP/s", 1e9)
+def _err(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.1e}"
 
 
-def _note(row: Row) -> str:
-    if row.status != "ok":
-        return f"{row.status}: {row.note}"
-    parts = [row.note] if row.note else []
-    if row.fused and row.vs:
-        parts.append(f"vs {row.vs}")
-    if "ref" in row.extra:
-        parts.append(row.extra["ref"])
+def _note(r: Row) -> str:
+    if r.status != "ok":
+        return f"{r.status}: {r.note}"
+    parts = [r.note] if r.note else []
+    if r.fused and r.vs:
+        parts.append(f"vs {r.vs}")
+    if r.unstable:
+        parts.append(f"UNSTABLE: {r.unstable}" + (f" (measured {r.remeasured + 1}x)" if r.remeasured else ""))
+    elif r.remeasured:
+        parts.append(f"stable on try {r.remeasured + 1}")
     return "; ".join(parts)
 
 
-def _case_extra_keys(rows: Sequence[Row]) -> list[str]:
-    keys: "OrderedDict[str, None]" = OrderedDict()
-    for r in rows:
-        for k in r.extra:
-            if k not in _ROW_EXTRAS and k != "ref":
-                keys[k] = None
-    return list(keys)
-
-
-def format_table(rows: Sequence[Row]) -> str:
-    """One aligned table for rows of one op on one device; the case columns
-    are printed on the first row of each case × dtype × mode group only."""
-    if not rows:
-        return ""
-    rate_name, unit = rate_unit(rows[0].device)
-    case_extras = _case_extra_keys(rows)
-    row_extras = [k for k in _ROW_EXTRAS if any(k in r.extra for r in rows)]
-    header = (["case", "dtype", "mode", *case_extras, "impl", "median", "IQR", rate_name, "speedup",
-               "max abs err", "rel err"] + [_ROW_EXTRAS[k] for k in row_extras] + ["note"])
-    right = {"median", "IQR", rate_name, "speedup", "max abs err", "rel err",
-             *(_ROW_EXTRAS[k] for k in row_extras)}
-    table, last_group = [], None
-    for r in rows:
-        group = (r.case, r.dtype, r.mode)
-        lead = [r.case, r.dtype, r.mode, *(str(r.extra.get(k, "")) for k in case_extras)]
-        if group == last_group:
-            lead = [""] * len(lead)
-        last_group = group
-        t = r.timing
-        cells = lead + [
-            r.impl,
-            fmt_time(t.median_s if t else None),
-            fmt_time(t.iqr_s if t else None),
-            fmt_rate(r.flop_rate, unit),
-            fmt_speedup(r.speedup),
-            fmt_err(r.error.max_abs if r.error else None),
-            fmt_err(r.error.rel if r.error else None),
-            *(f"{r.extra[k]:.2f}" if k in r.extra else "-" for k in row_extras),
-            _note(r),
-        ]
-        table.append(cells)
-    widths = [max(len(h), *(len(c[i]) for c in table)) for i, h in enumerate(header)]
-
-    def line(cells):
-        out = [c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, header)]
-        return "  ".join(out).rstrip()
-
-    sep = "  ".join("-" * w for w in widths)
-    body, last_group = [], None
-    for r, cells in zip(rows, table):
-        group = (r.case, r.dtype, r.mode)
-        if last_group is not None and group[:2] != last_group[:2]:
-            body.append("")  # blank line between cases
-        last_group = group
-        body.append(line(cells))
-    return "\n".join([line(header), sep, *body])
-
-
-def format_summary(rows: Sequence[Row], primary: dict[str, str]) -> str:
-    """One line per case and mode: the fused time, its speed-up over the op's
-    main PyTorch path (``primary[op]``) and over the fastest one. The short
-    view of a long sweep."""
-    lines = [["op", "device", "case", "dtype", "mode", "fused", "vs main", "vs fastest", "fastest PyTorch path"]]
-    for r in rows:
-        if not r.fused:
-            continue
-        main = next((o for o in rows if not o.fused and o.impl == primary.get(r.op) and o.op == r.op
-                     and o.device == r.device and o.case == r.case and o.dtype == r.dtype
-                     and o.mode == r.mode), None)
-        fused_time = fmt_time(r.timing.median_s) if r.timing else f"{r.status}"
-        lines.append([r.op, r.device, r.case, r.dtype, r.mode, fused_time,
-                      f"{fmt_speedup(main.speedup) or '-'} {main.impl}" if main else "-",
-                      fmt_speedup(r.speedup) or "-", r.vs or "-"])
-    if len(lines) == 1:
-        return ""
-    widths = [max(len(l[i]) for l in lines) for i in range(len(lines[0]))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(l, widths)).rstrip() for l in lines]
+def _align(lines: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(l[i]) for l in lines if len(l) > 1) for i in range(len(lines[0]))]
+    out = []
+    for l in lines:
+        out.append("" if len(l) == 1 else "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                                                     for i, (c, w) in enumerate(zip(l, widths))).rstrip())
     out.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(out)
 
 
-def group_rows(rows: Iterable[Row]) -> "OrderedDict[tuple[str, str], list[Row]]":
-    """Rows by (op, device), in first-seen order."""
-    groups: "OrderedDict[tuple[str, str], list[Row]]" = OrderedDict()
+def format_table(rows: Sequence[Row]) -> str:
+    """One op on one device; the case columns only on the first row of each case × mode."""
+    extra = list(dict.fromkeys(k for r in rows for k in r.columns))
+    head = ["case", "dtype", "mode", *extra, "impl", "median", "IQR", rate_unit(rows[0])[0], "speedup",
+            "max abs err", "rel err", "note"]
+    lines, last = [head], None
     for r in rows:
-        groups.setdefault((r.op, r.device), []).append(r)
-    return groups
+        key = (r.case, r.dtype, r.mode)
+        if last is not None and key[:2] != last[:2]:
+            lines.append([""])  # a blank line between cases
+        lead = ["", "", "", *[""] * len(extra)] if key == last else \
+            [r.case, r.dtype, r.mode, *(r.columns.get(k, "") for k in extra)]
+        last = key
+        t = r.timing
+        lines.append(lead + [r.impl, fmt_time(t and t.median), fmt_time(t and t.q3 - t.q1), fmt_rate(r),
+                             fmt_ratio(r), _err(r.max_abs), _err(r.rel), _note(r)])
+    return _align(lines, right=set(range(len(extra) + 4, len(head) - 1)))
 
 
-def table_title(rows: Sequence[Row], device_names: dict[str, str]) -> str:
-    op, device = rows[0].op, rows[0].device
-    return f"== {op} on {device} ({device_names.get(device, device)}) =="
+def format_summary(rows: Sequence[Row]) -> str:
+    """One line per case × mode: fused time, speed-up over the op's main
+    PyTorch path and over the fastest one ("unstable" where not to be trusted)."""
+    lines = [["op", "device", "case", "dtype", "mode", "fused", "vs main", "vs fastest"]]
+    for f in (r for r in rows if r.fused):
+        primary = REGISTRY[f.op].primary
+        primary = primary if isinstance(primary, tuple) else (primary,)
+        main = next((o for o in rows if o.impl in primary and (o.op, o.device, o.case, o.dtype, o.mode)
+                     == (f.op, f.device, f.case, f.dtype, f.mode)), None)
+        vs_main = "-" if main is None or main.speedup is None else \
+            f"{main.speedup:.2f}x {main.impl}" if main.trusted else f"unstable ({main.impl})"
+        vs_fast = "-" if f.speedup is None else f"{f.speedup:.2f}x {f.vs}" if f.trusted else "unstable"
+        lines.append([f.op, f.device, f.case, f.dtype, f.mode,
+                      fmt_time(f.timing.median) if f.timing else f.status, vs_main, vs_fast])
+    return _align(lines, right=set()) if len(lines) > 1 else ""
 
 
-def legend(rows: Sequence[Row]) -> str:
-    """What the columns mean (printed once under the tables)."""
-    devices = {r.device.split(":")[0] for r in rows}
-    rate = "GFLOP/s (CPU) / TFLOP/s (GPU)" if len(devices) > 1 else rate_unit(rows[0].device)[0]
-    return LEGEND.format(rate=rate)
+def write_json(path: str, metadata: dict[str, Any], rows: Sequence[Row]) -> None:
+    doc = {"metadata": metadata, "results": [dict(asdict(r), fused=r.fused, unstable=r.unstable) for r in rows]}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc, indent=2, default=str) + "\n")
 
 
-def format_report(rows: Sequence[Row], device_names: dict[str, str]) -> str:
-    """Every (op, device) table, then the legend."""
-    if not rows:
-        return ""
-    parts = [f"{table_title(g, device_names)}\n{format_table(g)}" for g in group_rows(rows).values()]
-    return "\n\n".join([*parts, legend(rows)])
+def plot(rows: Sequence[Row], path: str, title: str = "") -> bool:
+    """The fused speed-up over each PyTorch path (log scale, 1x = parity), a panel
+    per op and device; untrusted ratios are left out and counted. False if empty."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-
-# ----------------------------------------------------------------- files --
-def write_json(path: str | Path, metadata: dict[str, Any], rows: Sequence[Row], notes: Sequence[str],
-               extra: Optional[dict[str, Any]] = None) -> None:
-    """``extra``: further top-level sections (e.g. the whole-model benchmarks)."""
-    doc = {"metadata": metadata, "notes": list(notes), "results": [r.to_dict() for r in rows], **(extra or {})}
-    Path(path).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def _flat(row: Row, param_keys: Sequence[str], extra_keys: Sequence[str]) -> dict[str, Any]:
-    t = row.timing
-    flat = {"op": row.op, "device": row.device, "dtype": row.dtype, "mode": row.mode, "case": row.case}
-    flat.update({k: row.params.get(k, "") for k in param_keys})
-    flat.update({
-        "impl": row.impl, "fused": row.fused, "status": row.status, "note": row.note,
-        "median_s": t.median_s if t else "", "q1_s": t.q1_s if t else "", "q3_s": t.q3_s if t else "",
-        "iqr_s": t.iqr_s if t else "", "runs": t.runs if t else "",
-        "flops": row.flops, "flop_rate": row.flop_rate if row.flop_rate is not None else "",
-        "speedup": row.speedup if row.speedup is not None else "", "vs": row.vs or "",
-        "max_abs_err": row.error.max_abs if row.error else "",
-        "rel_err": row.error.rel if row.error else "",
-    })
-    flat.update({k: row.extra.get(k, "") for k in extra_keys})
-    return flat
-
-
-def write_csv(path: str | Path, rows: Sequence[Row]) -> None:
-    """One line per row; shape parameters and extras become their own columns."""
-    param_keys = list(OrderedDict.fromkeys(k for r in rows for k in r.params))
-    extra_keys = list(OrderedDict.fromkeys(k for r in rows for k in r.extra))
-    flat = [_flat(r, param_keys, extra_keys) for r in rows]
-    fields = list(flat[0]) if flat else ["op"]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(flat)
+    panels: dict = {}
+    for r in rows:
+        if r.speedup is not None and not r.fused:
+            panels.setdefault((r.op, r.device), []).append(r)
+    if not panels:
+        return False
+    fig = Figure(figsize=(max(8.0, 1.2 * max(map(len, panels.values()))), 4.2 * len(panels)))
+    for i, ((op, device), group) in enumerate(panels.items()):
+        ax = fig.add_subplot(len(panels), 1, i + 1)
+        cases = list(dict.fromkeys(f"{r.case}\n{r.dtype} {r.mode}" for r in group))
+        impls = list(dict.fromkeys(r.impl for r in group))
+        for j, impl in enumerate(impls):
+            shown = [r for r in group if r.impl == impl and r.trusted]
+            if shown:
+                x = [cases.index(f"{r.case}\n{r.dtype} {r.mode}") + (j - (len(impls) - 1) / 2) * 0.8 / len(impls)
+                     for r in shown]
+                bars = ax.bar(x, [r.speedup for r in shown], width=0.8 / len(impls), label=f"vs {impl}")
+                ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1) if len(cases) * len(impls) <= 40 else None
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda y, _: f"{y:.3g}×"))
+        rotate = len(cases) > 3
+        ax.set_xticks(range(len(cases)), cases, fontsize=7, rotation=30 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_xlim(-0.6, len(cases) - 0.4)
+        ax.tick_params(axis="y", which="minor", labelsize=6)
+        ax.set_ylabel("fused speed-up (×)")
+        left_out = sum(not r.trusted for r in group)
+        ax.set_title(f"{op} on {device}" + (f" ({left_out} unstable ratios left out)" if left_out else ""), fontsize=10)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # tight: rotated case labels and the legend stay in
+    return True

@@ -1,176 +1,205 @@
-"""Timing callables: warm-up, then the median of many runs.
+"""Timing: warm-up, interleaved rounds, median/IQR, and whether to trust it.
 
-CPU runs are timed with ``time.perf_counter_ns`` (monotonic, ns resolution)
-around each call. CUDA runs are timed with a pair of ``torch.cuda.Event``s
-per call, all recorded without synchronising in between and read after one
-final ``synchronize``: that measures device time per call (including any
-launch gaps the host causes) without adding a host round trip to each run.
-
-The number of runs adapts to a time budget per measurement so that cheap
-calls get thousands of samples and expensive ones at least ``min_runs``.
-The median and the inter-quartile range are robust to the occasional
-preempted run on a busy machine, which the mean is not.
-
-The runs of the paths being compared are split into ``rounds`` taken in
-turn (A B C, A B C, ...; see :func:`time_interleaved`): when something else
-on the machine speeds up or slows down during the measurement, every path
-sees a share of it, instead of whichever happened to run at that moment.
+CPU: ``perf_counter_ns`` per call. CUDA: a pair of events per call, read
+after one synchronize, L2 flushed before each call outside the events (as
+llm.c does). The collector is paused while timing. Paths take their runs in
+rounds (A B C, A B C, ...) so a change of load hits all alike; a timing is
+*unstable* when its rounds disagree, its runs spread widely, or other
+processes took cores it needed (/proc/stat).
 """
 from __future__ import annotations
 
 import gc
 import math
+import os
 import statistics
+import subprocess
+import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Optional, Sequence
 
 import torch
 
+ROUNDS_DISAGREE = 1.3   # slowest / fastest round median above this: unstable
+IQR_TOO_WIDE = 0.3      # IQR / median above this: unstable
+SPARE_CORES = 0.25      # other processes may use this much more than the cores we leave free
+
 
 @dataclass(frozen=True)
-class TimingOptions:
-    """How hard to try. ``budget_s`` is the wall time aimed for per measured
-    callable (not counting warm-up); the run count is clamped to
-    ``[min_runs, max_runs]`` and spread over ``rounds``."""
-    budget_s: float = 1.0
+class Budget:
+    """Seconds of timed runs per path, split over ``rounds``; ``retries``: re-measurements when unstable."""
+    seconds: float = 0.5
     min_runs: int = 10
     max_runs: int = 10_000
-    warmup_runs: int = 3
-    warmup_s: float = 0.1  # keep warming up until this much time has passed
+    warmup_s: float = 0.1
     rounds: int = 3
+    retries: int = 2
+    retry_below_s: float = 10.0  # a measurement that took longer is not repeated
 
 
-@dataclass(frozen=True)
+@dataclass
 class Timing:
-    """Seconds per call: median, first and third quartiles, number of runs."""
-    median_s: float
-    q1_s: float
-    q3_s: float
+    """Seconds per call of one path, and ``unstable``: why not to trust it ("" if fine)."""
+    median: float
+    q1: float
+    q3: float
     runs: int
+    round_medians: list[float] = field(default_factory=list)
+    unstable: str = ""
 
-    @property
-    def iqr_s(self) -> float:
-        return self.q3_s - self.q1_s
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "iqr_s": self.iqr_s}
-
-
-def summarize(samples: Sequence[float]) -> Timing:
-    """Median and quartiles of per-call times."""
-    if len(samples) < 2:
-        return Timing(samples[0], samples[0], samples[0], len(samples))
-    q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return Timing(median_s=med, q1_s=q1, q3_s=q3, runs=len(samples))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    @classmethod
+    def of(cls, rounds: Sequence[Sequence[float]]) -> "Timing":
+        samples = [s for r in rounds for s in r]
+        q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) > 1 else samples * 3
+        t = cls(med, q1, q3, len(samples), [statistics.median(r) for r in rounds if r])
+        spread = max(t.round_medians) / max(min(t.round_medians), 1e-12)
+        if spread > ROUNDS_DISAGREE:
+            t.unstable = f"rounds differ {spread:.1f}x"
+        elif t.q3 - t.q1 > IQR_TOO_WIDE * t.median:
+            t.unstable = f"IQR {(t.q3 - t.q1) / t.median:.0%} of median"
+        return t
 
 
 @contextmanager
-def _gc_paused():
-    """The garbage collector running inside a timed call is pure noise
-    (timeit pauses it too); cycles are collected once afterwards."""
-    was_enabled = gc.isenabled()
+def gc_paused():
+    enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if was_enabled:
+        if enabled:
             gc.enable()
 
 
-def warm_up(fn: Callable[[], object], device: torch.device, opts: TimingOptions) -> float:
-    """Runs ``fn`` until both the warm-up count and time are reached (the
-    first call may compile, allocate or autotune); returns the estimated
-    seconds per call from the calls after the first."""
-    with _gc_paused():
-        fn()  # first call: lazy initialisation, torch.compile, cuDNN plans...
-        _sync(device)
+def l2_flusher(device: torch.device) -> Callable[[], None]:
+    """Overwrites a buffer twice the GPU's L2 size (a no-op on the CPU)."""
+    if device.type != "cuda":
+        return lambda: None
+    size = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 64 << 20
+    buf = torch.empty(2 * size, dtype=torch.uint8, device=device)
+    return buf.zero_
+
+
+def sample(fn: Callable[[], object], runs: int, device: torch.device,
+           flush: Callable[[], None] = lambda: None) -> list[float]:
+    """Seconds per call of ``runs`` calls of the warm ``fn``."""
+    with gc_paused():
+        if device.type == "cuda":
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(runs)]
+            for start, end in events:
+                flush()
+                start.record()
+                fn()
+                end.record()
+            torch.cuda.synchronize(device)
+            return [start.elapsed_time(end) * 1e-3 for start, end in events]
+        out, clock = [], time.perf_counter_ns
+        for _ in range(runs):
+            t0 = clock()
+            fn()
+            out.append((clock() - t0) * 1e-9)
+        return out
+
+
+def warm_up(fn: Callable[[], object], device: torch.device, budget: Budget) -> int:
+    """Calls ``fn`` ≥ 3 times and ``warmup_s``; returns the run count that fills the budget."""
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    with gc_paused():
+        fn()
+        sync()
         runs, start = 0, time.perf_counter()
         while True:
             fn()
+            sync()
             runs += 1
-            _sync(device)
             elapsed = time.perf_counter() - start
-            warm = runs >= opts.warmup_runs and elapsed >= min(opts.warmup_s, opts.budget_s)
-            if warm or elapsed >= opts.budget_s:  # a call slower than the budget: one is enough
-                return elapsed / runs
-
-
-def run_count(per_call_s: float, opts: TimingOptions) -> int:
-    """Runs that fill the budget, clamped to ``[min_runs, max_runs]``."""
-    wanted = int(opts.budget_s / max(per_call_s, 1e-9))
-    return max(opts.min_runs, min(opts.max_runs, wanted))
-
-
-def _sample_cpu(fn: Callable[[], object], runs: int) -> list[float]:
-    samples = []
-    clock = time.perf_counter_ns
-    for _ in range(runs):
-        t0 = clock()
-        fn()
-        samples.append((clock() - t0) * 1e-9)
-    return samples
-
-
-def _sample_cuda(fn: Callable[[], object], runs: int, device: torch.device) -> list[float]:
-    with torch.cuda.device(device):
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(runs)]
-        for start, end in events:
-            start.record()
-            fn()
-            end.record()
-        torch.cuda.synchronize(device)
-    return [start.elapsed_time(end) * 1e-3 for start, end in events]  # elapsed_time is in ms
-
-
-def sample(fn: Callable[[], object], device: torch.device, runs: int) -> list[float]:
-    """Seconds per call of ``runs`` calls (``fn`` already warm)."""
-    with _gc_paused():
-        if device.type == "cuda":
-            return _sample_cuda(fn, runs, device)
-        return _sample_cpu(fn, runs)
-
-
-def time_fn(fn: Callable[[], object], device: torch.device | str, opts: TimingOptions) -> Timing:
-    """Warm ``fn`` up, then time it (adaptive run count); one callable alone."""
-    device = torch.device(device)
-    runs = run_count(warm_up(fn, device, opts), opts)
-    return summarize(sample(fn, device, runs))
+            if elapsed >= budget.seconds or (runs >= 3 and elapsed >= budget.warmup_s):
+                break
+    per_call = elapsed / runs
+    return max(budget.min_runs, min(budget.max_runs, int(budget.seconds / max(per_call, 1e-9))))
 
 
 @dataclass
 class Contender:
-    """One callable of an interleaved measurement. ``context`` is entered
-    around each of its rounds (e.g. ``sdpa_kernel``); ``runs`` comes from its
-    warm-up; ``failure`` is set if a round raised."""
+    """One path of an interleaved measurement."""
     fn: Callable[[], object]
     runs: int
     context: Callable[[], ContextManager] = nullcontext
-    samples: list[float] = field(default_factory=list)
+    rounds: list[list[float]] = field(default_factory=list)
     failure: Optional[BaseException] = None
 
 
-def time_interleaved(contenders: Sequence[Contender], device: torch.device, rounds: int) -> None:
-    """Takes each contender's runs in ``rounds`` chunks, in turn (see module
-    doc); fills ``samples``, or ``failure`` for one that raised (the others
-    go on)."""
-    rounds = max(1, rounds)
-    for r in range(rounds):
+def interleave(contenders: Sequence[Contender], device: torch.device, rounds: int) -> Optional[str]:
+    """Times the contenders in turns; returns why all are unstable (other processes took our cores) or None."""
+    flush = l2_flusher(device)
+    meter = LoadMeter()
+    for c in contenders:
+        c.rounds, c.failure = [], None
+    for _ in range(max(1, rounds)):
         for c in contenders:
-            if c.failure is not None:
-                continue
-            n = math.ceil(c.runs / rounds)
-            try:
-                with c.context():
-                    c.samples += sample(c.fn, device, n)
-            except Exception as exc:  # noqa: BLE001  reported by the caller
-                # Without its traceback the exception no longer pins the failed
-                # call's frames, so their tensors (e.g. after OOM) can be freed.
-                c.failure = exc.with_traceback(None)
+            if c.failure is None:
+                try:
+                    with c.context():
+                        c.rounds.append(sample(c.fn, math.ceil(c.runs / rounds), device, flush))
+                except Exception as exc:  # noqa: BLE001  reported on that path's row
+                    c.failure = exc.with_traceback(None)  # frees the failed call's tensors
+    return meter.verdict() if device.type == "cpu" else None
+
+
+class LoadMeter:
+    """CPU other processes used since construction: /proc/stat's busy time less our own (os.times)."""
+    MIN_WINDOW_S = 0.25  # /proc/stat counts in 10 ms ticks: shorter windows are noise
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                ticks = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle, iowait
+        own = os.times()
+        return time.perf_counter(), busy, own.user + own.system
+
+    def others_cores(self) -> Optional[float]:
+        """Cores' worth of CPU that other processes used, or None if unknown."""
+        end = self._read()
+        if self.start is None or end is None or end[0] - self.start[0] < self.MIN_WINDOW_S:
+            return None
+        wall = end[0] - self.start[0]
+        return max(0.0, (end[1] - self.start[1]) - (end[2] - self.start[2])) / wall
+
+    @classmethod
+    def measure(cls, seconds: float) -> Optional[float]:
+        meter = cls()
+        time.sleep(max(seconds, cls.MIN_WINDOW_S))
+        return meter.others_cores()
+
+    def verdict(self) -> Optional[str]:
+        others = self.others_cores()
+        cores = os.cpu_count() or 1
+        free = max(0, cores - torch.get_num_threads())
+        if others is not None and others > free + SPARE_CORES:
+            return f"load: other processes used {others:.1f} of {cores} cores"
+        return None
+
+
+@contextmanager
+def busy_cores(count: Optional[int] = None):
+    """Runs the block with ``count`` (default: every core) other processes
+    spinning, to show how the ops behave on a machine that is not theirs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(count or os.cpu_count() or 1)]
+    try:
+        time.sleep(0.2)  # let them start spinning
+        yield
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()

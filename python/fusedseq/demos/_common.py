@@ -152,6 +152,9 @@ def _atomic_write(path: str, write) -> str:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; these are ordinary output files (0644)
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -165,14 +168,34 @@ def _atomic_write(path: str, write) -> str:
 def save_figure(fig, out_dir: str, filename: str, dpi: int = 110) -> str:
     """Writes ``fig`` as ``out_dir/filename`` (a PNG) atomically; returns the path.
 
-    A figure without a layout engine is cropped to its content
-    (``bbox_inches="tight"``); one made with ``layout="constrained"`` already
-    fits, and skipping the crop saves a second full draw."""
+    The image is cropped to what was drawn (``bbox_inches="tight"``), so long,
+    rotated tick labels, a suptitle or a legend outside the axes are never cut
+    off, whatever the layout engine."""
     if not filename.endswith(".png"):
         raise ValueError(f"filename must end with .png, got {filename!r}")
-    crop = "tight" if fig.get_layout_engine() is None else None
     return _atomic_write(os.path.join(out_dir, filename),
-                         lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches=crop))
+                         lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1))
+
+
+def declutter_labels(fig, texts, offsets=((3, 2), (3, -9), (-3, 2), (-3, -9))) -> int:
+    """Keeps the text labels (annotations, ``xytext`` in points) from
+    overlapping: each, in order, takes the first of ``offsets`` where it
+    touches no label already placed, or is hidden. Returns how many show."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    placed = []
+    for text in texts:
+        for dx, dy in offsets:
+            text.set_position((dx, dy))
+            text.set_horizontalalignment("left" if dx > 0 else "right")
+            box = text.get_window_extent(renderer).expanded(1.05, 1.1)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+        else:
+            text.set_visible(False)
+    return len(placed)
 
 
 # ------------------------------------------------------------------ metrics --

@@ -65,11 +65,13 @@ def attention_on(model, tokenizer, words: list[str], device) -> tuple[list[str],
 
 def plot_maps(tokens: list[str], maps: list[torch.Tensor], out_dir: str) -> str:
     layers, heads = len(maps), maps[0].shape[0]
-    fig = _common.new_figure(3.1 * heads, 3.1 * layers + 0.4)
+    fig = _common.new_figure(3.1 * heads + 0.8, 3.1 * layers + 0.4)
+    axes = []
     for l, layer in enumerate(maps):
         for h in range(heads):
             ax = fig.add_subplot(layers, heads, l * heads + h + 1)
-            ax.imshow(layer[h].numpy(), cmap="viridis", vmin=0, vmax=1)
+            axes.append(ax)
+            image = ax.imshow(layer[h].numpy(), cmap="viridis", vmin=0, vmax=1)
             ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
             ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
             ax.set_title(f"layer {l}, head {h}", fontsize=9)
@@ -77,6 +79,7 @@ def plot_maps(tokens: list[str], maps: list[torch.Tensor], out_dir: str) -> str:
                 ax.set_ylabel("query (word looking)")
             if l == layers - 1:
                 ax.set_xlabel("key (word looked at)")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight (each row sums to 1)")
     fig.suptitle("attention maps: each row is a query's softmax over the keys", y=1.0)
     return _common.save_figure(fig, out_dir, "attention_maps.png")
 

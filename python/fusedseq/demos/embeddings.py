@@ -75,15 +75,17 @@ def plot_map(model: NextWordModel, out_dir: str) -> str:
     fig = _common.new_figure(7.5, 6.0)
     ax = fig.add_subplot(1, 1, 1)
     categories = [grammar.category_of(w) or "other" for w in model.vocab]
+    labels = []
     for n, cat in enumerate(dict.fromkeys(categories)):
         rows = [i for i, c in enumerate(categories) if c == cat]
         ax.scatter(xy[rows, 0], xy[rows, 1], color=f"C{n}", s=18, label=cat)
-        for i in rows:
-            ax.annotate(model.vocab[i], xy[i], fontsize=8, color=f"C{n}", xytext=(3, 2),
-                        textcoords="offset points")
+        labels += [ax.annotate(model.vocab[i], xy[i], fontsize=8, color=f"C{n}", xytext=(3, 2),
+                               textcoords="offset points") for i in rows]
     ax.legend(frameon=False, fontsize=8, loc="best")
-    ax.set_title("word embeddings (hidden state after each word), first two principal directions")
     ax.set_xticks([]), ax.set_yticks([])
+    shown = _common.declutter_labels(fig, labels)  # a word whose label would overlap another's stays a dot
+    ax.set_title("word embeddings (hidden state after each word), first two principal directions"
+                 + (f"\n{shown} of {len(labels)} words labelled (the rest would overlap)" if shown < len(labels) else ""))
     return _common.save_figure(fig, out_dir, "embeddings_map.png")
 
 

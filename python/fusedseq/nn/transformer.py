@@ -46,9 +46,11 @@ class TransformerConfig:
 
     ``dropout`` is applied to the summed embeddings and to each residual
     branch's output (after the attention's output projection and after the
-    MLP). There is no dropout on the attention probabilities: the fused
-    kernel never materialises them, and both backends must compute the same
-    function.
+    MLP). ``attention_dropout`` drops attention probabilities (SDPA's
+    ``dropout_p``; the fused kernel regenerates its mask in the backward
+    rather than storing it). ``sliding_window``: each position attends to
+    itself and the ``sliding_window - 1`` positions before it (Mistral-style);
+    None: to every earlier position.
     """
 
     vocab_size: int
@@ -61,6 +63,8 @@ class TransformerConfig:
     dropout: float = 0.0
     bias: bool = True
     backend: str = "fused"
+    attention_dropout: float = 0.0
+    sliding_window: Optional[int] = None
 
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
@@ -82,6 +86,12 @@ class TransformerConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TransformerConfig: 'dropout' must be in [0, 1), got {self.dropout}")
         self.dropout = float(self.dropout)
+        a = self.attention_dropout
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0.0 <= a < 1.0:
+            raise ValueError(f"TransformerConfig: 'attention_dropout' must be a float in [0, 1), got {a!r}")
+        self.attention_dropout = float(a)
+        if self.sliding_window is not None:
+            _check_int("sliding_window", self.sliding_window)
         if not isinstance(self.bias, bool):
             raise TypeError(f"TransformerConfig: 'bias' must be a bool, got {type(self.bias).__name__}")
         check_backend(self.backend)
@@ -111,8 +121,10 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.attn = SelfAttention(config.d_model, config.n_heads, config.n_kv_heads, causal=True,
-                                  bias=config.bias, backend=config.backend)
+        window = None if config.sliding_window is None else (config.sliding_window - 1, 0)
+        self.attn = SelfAttention(config.d_model, config.n_heads, config.n_kv_heads, is_causal=True,
+                                  bias=config.bias, backend=config.backend, dropout=config.attention_dropout,
+                                  window=window)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
@@ -125,9 +137,9 @@ class TransformerBlock(nn.Module):
     def backend(self, backend: str) -> None:
         self.attn.backend = backend
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x: (B, T, d_model)`` -> ``(B, T, d_model)``."""
-        x = x + self.attn_dropout(self.attn(self.ln1(x)))
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """``x: (B, T, d_model)`` -> ``(B, T, d_model)``; ``attn_mask`` as in :meth:`SelfAttention.forward`."""
+        x = x + self.attn_dropout(self.attn(self.ln1(x), attn_mask))
         x = x + self.mlp(self.ln2(x))
         return x
 
@@ -214,7 +226,8 @@ class TransformerLM(nn.Module):
                 raise ValueError(f"TransformerLM: '{name}' holds token ids in [{lo}, {hi}], outside "
                                  f"[0, vocab_size = {self.config.vocab_size})")
 
-    def forward(self, idx: Tensor, targets: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
+    def forward(self, idx: Tensor, targets: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None) -> tuple[Tensor, Optional[Tensor]]:
         """Next-token logits, and the loss when ``targets`` are given.
 
         Args:
@@ -222,6 +235,10 @@ class TransformerLM(nn.Module):
             targets: ``(B, T)`` long, the token that follows each position
                 (usually ``idx`` shifted left by one); ``-1`` marks a position
                 to ignore (padding).
+            attention_mask: ``(B, T)``, 1 (or True) for a real token and 0 for
+                padding, as Hugging Face's: padding keys are hidden from every
+                query, and positions count real tokens only, so a left-padded
+                sequence gets the logits it gets unpadded.
 
         Returns:
             ``logits: (B, T, vocab_size)`` and the mean cross-entropy over the
@@ -229,11 +246,20 @@ class TransformerLM(nn.Module):
         """
         self._check_idx(idx)
         B, T = idx.shape
-        positions = torch.arange(T, device=idx.device)                                 # (T,)
+        key_mask = None
+        if attention_mask is None:
+            positions = torch.arange(T, device=idx.device)                             # (T,)
+        else:
+            if not isinstance(attention_mask, Tensor) or attention_mask.shape != idx.shape:
+                raise ValueError(f"TransformerLM: 'attention_mask' must be a (B, T) tensor like 'idx' "
+                                 f"{tuple(idx.shape)}, got {getattr(attention_mask, 'shape', attention_mask)}")
+            real = attention_mask.to(torch.bool)                                        # (B, T)
+            positions = (real.long().cumsum(1) - 1).clamp_min(0)                        # (B, T)
+            key_mask = real[:, None, None, :]                                           # (B, 1, 1, T)
         x = self.token_embedding(idx) + self.position_embedding(positions)             # (B, T, d_model)
         x = self.embedding_dropout(x)
         for block in self.blocks:
-            x = block(x)                                                                # (B, T, d_model)
+            x = block(x, key_mask)                                                      # (B, T, d_model)
         logits = self.head(self.ln_f(x))                                                # (B, T, V)
         if targets is None:
             return logits, None

@@ -7,6 +7,17 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import _args
+
+
+def check_tensors(op: str, required: dict, optional: dict) -> None:
+    """TypeError naming the argument unless each of ``required`` is a tensor
+    and each of ``optional`` a tensor or None (before anything touches them)."""
+    for name, t in required.items():
+        _args.tensor(op, name, t)
+    for name, t in optional.items():
+        _args.optional_tensor(op, name, t)
+
 
 def compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype the kernels compute in (and save workspaces in): float64

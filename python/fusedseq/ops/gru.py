@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
-from . import _autocast
-from ._recurrent import (batch_state, compute_dtype, from_time_major, hidden_size, refuse_double_backward,
-                         to_time_major, zeros_state)
+from . import _args, _autocast
+from ._recurrent import (batch_state, check_tensors, compute_dtype, from_time_major, hidden_size,
+                         refuse_double_backward, to_time_major, zeros_state)
 
 _ops = torch.ops.fusedseq
 
@@ -105,6 +105,7 @@ def gru_cell(x: Tensor, h: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: O
     Returns:
         ``h'``, shaped like ``h``.
     """
+    check_tensors("fusedseq.gru_cell", dict(x=x, w_ih=w_ih, w_hh=w_hh), dict(h=h, b_ih=b_ih, b_hh=b_hh))
     unbatched = x.dim() == 1
     if unbatched:
         x, h = x.unsqueeze(0), batch_state(h, True)
@@ -130,7 +131,8 @@ def gru(x: Tensor, h0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optio
         ``batch_first``, ``(T, H)`` unbatched), and the last, ``(B, H)``
         (``(H,)`` unbatched). Unlike ``nn.GRU``, ``h_n`` has no layer dim.
     """
-    x, unbatched = to_time_major(x, batch_first)
+    check_tensors("fusedseq.gru", dict(x=x, w_ih=w_ih, w_hh=w_hh), dict(h0=h0, b_ih=b_ih, b_hh=b_hh))
+    x, unbatched = to_time_major(x, _args.flag("fusedseq.gru", "batch_first", batch_first))
     h0 = zeros_state(x, 1, hidden_size(w_hh)) if h0 is None else batch_state(h0, unbatched)
     output, _ = _ops.gru(x, h0, w_ih, w_hh, b_ih, b_hh)
     h_n = output[-1].clone()  # a copy, not a view of output (as nn.GRU returns it)

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
-from . import _autocast
-from ._recurrent import (batch_state, compute_dtype, from_time_major, hidden_size, refuse_double_backward,
-                         to_time_major, zeros_state)
+from . import _args, _autocast
+from ._recurrent import (batch_state, check_tensors, compute_dtype, from_time_major, hidden_size,
+                         refuse_double_backward, to_time_major, zeros_state)
 
 _ops = torch.ops.fusedseq
 State = tuple[Tensor, Tensor]
@@ -111,13 +111,17 @@ _autocast.register("lstm")
 
 
 # ------------------------------------------------------------ public API --
-def _split_state(state, name: str) -> tuple[Optional[Tensor], Optional[Tensor]]:
+def _checked(op: str, x, state, w_ih, w_hh, b_ih, b_hh, names: tuple[str, str]):
+    """The argument kinds (TypeError naming the argument); returns (h, c) from ``state``."""
     if state is None:
-        return None, None
-    if not isinstance(state, (tuple, list)) or len(state) != 2:
-        raise TypeError(f"fusedseq.{name}: argument 'state' must be a pair (h, c) of tensors or None, "
+        h = c = None
+    elif isinstance(state, (tuple, list)) and len(state) == 2:
+        h, c = state
+    else:
+        raise TypeError(f"{op}: argument 'state' must be a pair (h, c) of tensors or None, "
                         f"got {type(state).__name__}")
-    return state[0], state[1]
+    check_tensors(op, dict(x=x, w_ih=w_ih, w_hh=w_hh), {names[0]: h, names[1]: c, "b_ih": b_ih, "b_hh": b_hh})
+    return h, c
 
 
 def lstm_cell(x: Tensor, state: Optional[State], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
@@ -137,7 +141,7 @@ def lstm_cell(x: Tensor, state: Optional[State], w_ih: Tensor, w_hh: Tensor, b_i
     Returns:
         ``(h', c')``, shaped like ``h`` and ``c``.
     """
-    h, c = _split_state(state, "lstm_cell")
+    h, c = _checked("fusedseq.lstm_cell", x, state, w_ih, w_hh, b_ih, b_hh, ("h", "c"))
     unbatched = x.dim() == 1
     if unbatched:
         x, h, c = x.unsqueeze(0), batch_state(h, True), batch_state(c, True)
@@ -167,8 +171,8 @@ def lstm(x: Tensor, state: Optional[State], w_ih: Tensor, w_hh: Tensor, b_ih: Op
         if ``batch_first``, ``(T, H)`` unbatched), and the last states, ``(B, H)``
         each (``(H,)`` unbatched). Unlike ``nn.LSTM``, no layer dim.
     """
-    h0, c0 = _split_state(state, "lstm")
-    x, unbatched = to_time_major(x, batch_first)
+    h0, c0 = _checked("fusedseq.lstm", x, state, w_ih, w_hh, b_ih, b_hh, ("h0", "c0"))
+    x, unbatched = to_time_major(x, _args.flag("fusedseq.lstm", "batch_first", batch_first))
     H = hidden_size(w_hh)
     h0 = zeros_state(x, 1, H) if h0 is None else batch_state(h0, unbatched)
     c0 = zeros_state(x, 1, H) if c0 is None else batch_state(c0, unbatched)

@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
-from . import _autocast
-from ._recurrent import refuse_double_backward
+from . import _args, _autocast
+from ._recurrent import check_tensors, refuse_double_backward
 
 _ops = torch.ops.fusedseq
 
@@ -86,6 +86,11 @@ _autocast.register("rnn")
 
 
 # ------------------------------------------------------------ public API --
+def _check_rnn_args(op: str, tensors: dict, optional: dict, nonlinearity) -> None:
+    check_tensors(op, tensors, optional)
+    _args.string(op, "nonlinearity", nonlinearity)
+
+
 def rnn_cell(x: Tensor, h: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
              b_hh: Optional[Tensor] = None, nonlinearity: str = "tanh") -> Tensor:
     """One fused Elman RNN step: ``act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)``.
@@ -101,6 +106,8 @@ def rnn_cell(x: Tensor, h: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: O
     Returns:
         ``h'``, shaped like ``h``: ``(B, H)`` (``(H,)`` unbatched).
     """
+    _check_rnn_args("fusedseq.rnn_cell", dict(x=x, w_ih=w_ih, w_hh=w_hh), dict(h=h, b_ih=b_ih, b_hh=b_hh),
+                    nonlinearity)
     unbatched = x.dim() == 1
     if unbatched:
         x = x.unsqueeze(0)
@@ -131,6 +138,9 @@ def rnn(x: Tensor, h0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optio
         ``batch_first``, ``(T, H)`` unbatched), and the last, ``(B, H)``
         (``(H,)`` unbatched). Unlike ``nn.RNN``, ``h_n`` has no layer dim.
     """
+    _check_rnn_args("fusedseq.rnn", dict(x=x, w_ih=w_ih, w_hh=w_hh), dict(h0=h0, b_ih=b_ih, b_hh=b_hh),
+                    nonlinearity)
+    batch_first = _args.flag("fusedseq.rnn", "batch_first", batch_first)
     unbatched = x.dim() == 2
     if unbatched:
         x = x.unsqueeze(1)

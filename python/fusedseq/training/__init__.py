@@ -17,7 +17,9 @@ import importlib
 
 _EXPORTS = {
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "latest_checkpoint": "checkpoint",
-    "list_checkpoints": "checkpoint", "checkpoint_name": "checkpoint",
+    "list_checkpoints": "checkpoint", "checkpoint_name": "checkpoint", "load_newest_intact": "checkpoint",
+    "verify_checkpoint": "checkpoint", "CorruptCheckpointError": "checkpoint",
+    "DamagedCheckpointWarning": "checkpoint",
     "Trainer": "trainer", "TrainResult": "trainer", "ConfigMismatchError": "trainer",
     "sample_windows": "trainer", "check_config": "trainer", "read_loss_log": "trainer",
     "dist_info": "trainer", "unwrap": "trainer",

@@ -8,16 +8,40 @@ directory is fsync'ed afterwards so the rename itself survives a crash.
 
 Checkpoints of one run live in one directory, one file per step
 (``step_00000040.pt``); :func:`latest_checkpoint` finds the newest.
+
+A file is a header line, the SHA-256 of the payload and the payload (what
+``torch.save`` writes). :func:`load_checkpoint` verifies the checksum before
+unpickling anything, so a truncated, zeroed or bit-flipped file raises
+:class:`CorruptCheckpointError` naming it instead of loading wrong numbers;
+:func:`load_newest_intact` then falls back to the newest file that verifies,
+and :func:`prune_checkpoints` never deletes that one.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import tempfile
+import warnings
 from typing import Any, Optional
 
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)\.pt$")
 _TMP_PREFIX = ".tmp-"
+MAGIC = b"fusedseq-checkpoint v1 sha256 "   # + 64 hex digits + newline, then the payload
+_HEADER = len(MAGIC) + 65
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is damaged: it fails its checksum or cannot be read."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"checkpoint {path!r} is damaged: {reason}")
+        self.path, self.reason = path, reason
+
+
+class DamagedCheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped in favour of an older, intact one."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -56,10 +80,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     # Same directory as the target: os.replace is only atomic within one filesystem.
+    payload = io.BytesIO()
+    torch.save(state, payload)
+    payload = payload.getvalue()
     fd, tmp_path = tempfile.mkstemp(prefix=_TMP_PREFIX + os.path.basename(path) + ".", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            f.write(MAGIC + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n")
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp_path, path)
@@ -73,8 +102,38 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> str:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _verified_payload(path: str) -> bytes:
+    """The payload of the checkpoint at ``path``, once its checksum matches."""
+    with open(path, "rb") as f:
+        data = f.read()
+    header, payload = data[:_HEADER], data[_HEADER:]
+    if not header.startswith(MAGIC) or not header.endswith(b"\n"):
+        raise CorruptCheckpointError(path, "no fusedseq checkpoint header (truncated, overwritten or not a "
+                                           "checkpoint)")
+    if hashlib.sha256(payload).hexdigest().encode("ascii") != header[len(MAGIC):-1]:
+        raise CorruptCheckpointError(path, f"its content does not match its SHA-256 ({len(payload)} bytes "
+                                           f"after the header: truncated or changed after it was written)")
+    return payload
+
+
+def verify_checkpoint(path: str | os.PathLike) -> Optional[str]:
+    """None if the checkpoint at ``path`` matches its checksum, else why not."""
+    try:
+        _verified_payload(os.fspath(path))
+    except (CorruptCheckpointError, OSError) as e:
+        return getattr(e, "reason", str(e))
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, after verifying
+    its checksum (:class:`CorruptCheckpointError` if it does not match).
 
     Loaded with ``weights_only=True``: a checkpoint holds only tensors and
     plain Python containers and numbers, so no code runs on loading."""
@@ -83,10 +142,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path!r}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    payload = _verified_payload(path)
+    try:
+        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001  the checksum matched, yet torch cannot read it
+        raise CorruptCheckpointError(path, f"torch.load failed: {type(e).__name__}: {e}") from None
     if not isinstance(state, dict):
-        raise ValueError(f"load_checkpoint: {path!r} does not hold a checkpoint dict")
+        raise CorruptCheckpointError(path, "it does not hold a checkpoint dict")
     return state
+
+
+def load_newest_intact(directory: str | os.PathLike, map_location: Any = "cpu") -> tuple[str, dict]:
+    """``(path, state)`` of the newest checkpoint in ``directory`` that
+    verifies and loads; each damaged newer one is skipped with a
+    :class:`DamagedCheckpointWarning` naming it. FileNotFoundError if there
+    is no checkpoint, CorruptCheckpointError if every one is damaged."""
+    found = list_checkpoints(directory)
+    if not found:
+        raise FileNotFoundError(f"no checkpoint (step_*.pt) in {os.fspath(directory)!r}")
+    damaged = []
+    for _, path in reversed(found):
+        try:
+            state = load_checkpoint(path, map_location)
+        except CorruptCheckpointError as e:
+            damaged.append(e)
+            continue
+        for e in damaged:
+            warnings.warn(f"{e}; resuming from the older {os.path.basename(path)} instead",
+                          DamagedCheckpointWarning, stacklevel=2)
+        return path, state
+    raise CorruptCheckpointError(os.fspath(directory), "every checkpoint in it is damaged:\n  "
+                                 + "\n  ".join(str(e) for e in damaged))
 
 
 def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, str]]:
@@ -110,11 +196,13 @@ def latest_checkpoint(directory: str | os.PathLike) -> Optional[str]:
 
 
 def prune_checkpoints(directory: str | os.PathLike, keep_last: int) -> list[str]:
-    """Delete all but the ``keep_last`` newest checkpoints; returns the deleted paths.
-    Called only after a newer checkpoint is safely on disk."""
+    """Delete all but the ``keep_last`` newest checkpoints, except that the
+    newest one that verifies is always kept; returns the deleted paths."""
     if not isinstance(keep_last, int) or keep_last < 1:
         raise ValueError(f"prune_checkpoints: keep_last must be an int >= 1, got {keep_last!r}")
-    old = [path for _, path in list_checkpoints(directory)[:-keep_last]]
+    found = [path for _, path in list_checkpoints(directory)]
+    newest_intact = next((p for p in reversed(found) if verify_checkpoint(p) is None), None)
+    old = [path for path in found[:-keep_last] if path != newest_intact]
     for path in old:
         os.unlink(path)
     return old

@@ -22,8 +22,10 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import sys
 import time
+import warnings
 from typing import Any, Optional
 
 from .. import _argtypes
@@ -82,7 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--n-layers", type=_int_at_least(1), default=None, metavar="N",
                       help=f"transformer blocks {sized('n_layers')}")
     what.add_argument("--n-heads", type=_int_at_least(1), default=None, metavar="N",
-                      help=f"attention heads {sized('n_heads')}")
+                      help=f"attention (query) heads {sized('n_heads')}")
+    what.add_argument("--n-kv-heads", type=_int_at_least(1), default=None, metavar="N",
+                      help="key/value heads, a divisor of --n-heads: grouped-query attention "
+                           "(default: --n-heads, plain multi-head attention)")
     what.add_argument("--dropout", type=_dropout, default=0.0, metavar="P",
                       help="dropout probability (default: %(default)s)")
     what.add_argument("--backend", choices=("fused", "reference"), default="fused",
@@ -102,6 +107,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N",
                      help="seed of the initialisation and of the batches (default: %(default)s)")
     how.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    how.add_argument("--threads", type=_int_at_least(0), default=1, metavar="N",
+                     help="torch intra-op threads per process; 0 keeps torch's default (default: %(default)s: "
+                          "the models are small, so a thread pool costs more than it gives, and on a busy "
+                          "machine far more)")
     how.add_argument("--quick", action="store_true", help="a tiny model for a few seconds (smoke test)")
 
     out = parser.add_argument_group("checkpoints and output")
@@ -146,7 +155,7 @@ def training_config(args: argparse.Namespace, corpus_text: str) -> dict:
         "seed": args.seed,
     }
     if args.model == "lm":
-        config.update(n_layers=args.n_layers, n_heads=args.n_heads)
+        config.update(n_layers=args.n_layers, n_heads=args.n_heads, n_kv_heads=args.n_kv_heads or args.n_heads)
     return config
 
 
@@ -155,10 +164,16 @@ def build_model(args: argparse.Namespace, tokenizer):
     if args.model == "lm":
         from ..nn.transformer import TransformerConfig, TransformerLM
 
+        if args.n_heads % (args.n_kv_heads or args.n_heads):
+            raise TrainCommandError(f"--n-kv-heads {args.n_kv_heads} must divide --n-heads {args.n_heads}")
+        if args.d_model % args.n_heads:
+            raise TrainCommandError(f"--d-model {args.d_model} must be a multiple of --n-heads {args.n_heads}")
         config = TransformerConfig(vocab_size=len(tokenizer), context_length=args.context_length,
                                    d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-                                   dropout=args.dropout, backend=args.backend)
+                                   n_kv_heads=args.n_kv_heads, dropout=args.dropout, backend=args.backend)
         return TransformerLM(config)
+    if args.n_kv_heads:
+        raise TrainCommandError("--n-kv-heads: the embedding model has no attention; leave it out")
     from ..nn.embedding import NextWordModel
 
     if args.dropout:
@@ -234,7 +249,7 @@ def train(args: argparse.Namespace) -> dict:
     from torch.nn.parallel import DistributedDataParallel
 
     from ..data import WordTokenizer, lm_windows, load_corpus
-    from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+    from .checkpoint import CorruptCheckpointError, DamagedCheckpointWarning, list_checkpoints, load_newest_intact
     from .trainer import ConfigMismatchError, Trainer, check_config, dist_info, sample_windows
 
     resolve_sizes(args)
@@ -253,11 +268,19 @@ def train(args: argparse.Namespace) -> dict:
         config = training_config(args, text)
         existing = list_checkpoints(args.out)
         if args.resume:
-            path = latest_checkpoint(args.out)
-            if path is None:
-                raise TrainCommandError(f"--resume: no checkpoint (step_*.pt) in {args.out!r} to resume from; "
-                                        f"run without --resume to start")
-            saved = load_checkpoint(path)
+            with warnings.catch_warnings(record=True) as damaged:
+                warnings.simplefilter("always", DamagedCheckpointWarning)
+                try:
+                    path, saved = load_newest_intact(args.out)
+                except FileNotFoundError:
+                    raise TrainCommandError(f"--resume: no checkpoint (step_*.pt) in {args.out!r} to resume "
+                                            f"from; run without --resume to start") from None
+                except CorruptCheckpointError as e:
+                    raise TrainCommandError(f"--resume: {e}") from None
+            if rank == 0:
+                for w in damaged:
+                    print(f"fusedseq train: warning: {w.message}", file=sys.stderr, flush=True)
+            warnings.simplefilter("ignore", DamagedCheckpointWarning)  # said once, above
             try:
                 check_config(saved.get("config", {}), config)
             except ConfigMismatchError as e:
@@ -302,10 +325,17 @@ def train(args: argparse.Namespace) -> dict:
             n_params = sum(p.numel() for p in model.parameters())
             print(f"fusedseq train: {args.model} ({n_params:,} parameters, vocabulary {len(tokenizer)}, "
                   f"{inputs.shape[0]:,} windows of {args.context_length}), backend={args.backend}, "
-                  f"device={device}, processes={world}, steps={args.steps} -> {args.out}", flush=True)
+                  f"device={device}, processes={world}, threads={torch.get_num_threads()}, steps={args.steps} "
+                  f"-> {args.out}", flush=True)
         result = trainer.fit(resume=args.resume)
         if rank != 0:
             return {}
+        if result.interrupted:
+            again = [a for a in getattr(args, "argv", sys.argv[1:]) if a != "--resume"] + ["--resume"]
+            launcher = ["torchrun", "--nproc-per-node", str(world)] if world > 1 else ["python"]
+            print(f"fusedseq train: interrupted after step {result.steps} (saved {result.checkpoint}); "
+                  f"to continue:\n  {shlex.join([*launcher, '-m', 'fusedseq', *again])}", flush=True)
+            return {"interrupted": True, "steps": result.steps}
 
         metrics: dict[str, Any] = {
             "model": args.model, "backend": args.backend, "device": str(device), "processes": world,
@@ -336,10 +366,18 @@ def train(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``fusedseq train``: 0 on success, 2 for bad options or --out."""
+    """Handler of ``fusedseq train``: 0 on success, 2 for bad options or --out,
+    130 when Ctrl-C stopped it (after saving)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
-        train(args)
+        metrics = train(args)
     except TrainCommandError as e:
         print(f"fusedseq train: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    finally:
+        torch.set_num_threads(before)
+    return 130 if metrics.get("interrupted") else 0

@@ -21,13 +21,24 @@ a single-process step on the whole global batch up to the order of the
 floating-point sums. The logged loss is the mean over ranks (= the loss of the
 global batch). Only rank 0 writes checkpoints and the loss log and shows the
 progress bar; every rank restores from the same checkpoint.
+
+Nothing is lost. A damaged newest checkpoint (it fails its checksum) is
+skipped with a warning naming it, in favour of the newest intact one.
+Ctrl-C stops at the next step boundary and saves a checkpoint there
+(``TrainResult.interrupted``; a second Ctrl-C stops at once). A loss that
+is not finite raises before ``optimizer.step()``, so the weights and the
+optimizer state stay those of the last good step.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,8 +47,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import nn
 
-from .checkpoint import (checkpoint_name, latest_checkpoint, list_checkpoints, load_checkpoint,
-                         prune_checkpoints, remove_stale_temporaries, save_checkpoint)
+from .checkpoint import (checkpoint_name, list_checkpoints, load_newest_intact, prune_checkpoints,
+                         remove_stale_temporaries, save_checkpoint)
 
 CHECKPOINT_FORMAT = 1
 LOSS_LOG = "losses.jsonl"
@@ -132,6 +143,7 @@ class TrainResult:
     seconds: float               # time spent in training steps this session
     tokens: int                  # tokens (global) processed this session
     checkpoint: Optional[str] = None   # the last checkpoint written, if any
+    interrupted: bool = False          # stopped early by Ctrl-C (SIGINT), after saving
     extra: dict = field(default_factory=dict)
 
     @property
@@ -259,15 +271,17 @@ class Trainer:
         return path
 
     def resume(self) -> str:
-        """Load the newest checkpoint of ``checkpoint_dir``; returns its path."""
+        """Load the newest intact checkpoint of ``checkpoint_dir`` (warning
+        about each damaged newer one); returns its path."""
         if self.checkpoint_dir is None:
             raise ValueError("Trainer: resume needs a checkpoint_dir")
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
-            raise FileNotFoundError(f"cannot resume: no checkpoint (step_*.pt) in {self.checkpoint_dir!r}")
-        # On the CPU: RNG states must be CPU byte tensors; load_state_dict moves
-        # the model's and optimizer's tensors to their parameters' device.
-        self.load_state_dict(load_checkpoint(path, map_location="cpu"))
+        try:
+            # On the CPU: RNG states must be CPU byte tensors; load_state_dict moves
+            # the model's and optimizer's tensors to their parameters' device.
+            path, state = load_newest_intact(self.checkpoint_dir, map_location="cpu")
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"cannot resume: {e}") from None
+        self.load_state_dict(state)
         return path
 
     # ------------------------------------------------------------ training --
@@ -296,30 +310,49 @@ class Trainer:
                    disable=not (self.progress and self.rank == 0))
         log = open(os.path.join(self.checkpoint_dir, LOSS_LOG), "a") if writer else None
         self.model.train()
+        interrupted = False
         try:
-            while self.step < self.steps:
-                t0 = time.perf_counter()
-                loss, batch_tokens = self._train_step()
-                seconds += time.perf_counter() - t0
-                tokens += batch_tokens
-                self.losses.append(loss)
-                if log is not None:
-                    log.write(json.dumps({"step": self.step, "loss": loss}) + "\n")
-                    log.flush()
-                bar.set_postfix({"loss": f"{loss:.4f}", "tokens/s": f"{tokens / max(seconds, 1e-9):,.0f}"},
-                                refresh=False)
-                bar.update(1)
-                if self.on_step is not None:
-                    self.on_step(self.step, loss)
-                if self.checkpoint_dir is not None and (
-                        self.step == self.steps
-                        or (self.checkpoint_every and self.step % self.checkpoint_every == 0)):
-                    last_checkpoint = self.save() or last_checkpoint
+            with _sigint_at_step_boundary() as stop_requested:
+                while self.step < self.steps:
+                    t0 = time.perf_counter()
+                    loss, batch_tokens = self._train_step()
+                    seconds += time.perf_counter() - t0
+                    tokens += batch_tokens
+                    self.losses.append(loss)
+                    if log is not None:
+                        log.write(json.dumps({"step": self.step, "loss": loss}) + "\n")
+                        log.flush()
+                    bar.set_postfix({"loss": f"{loss:.4f}", "tokens/s": f"{tokens / max(seconds, 1e-9):,.0f}"},
+                                    refresh=False)
+                    bar.update(1)
+                    if self.on_step is not None:
+                        self.on_step(self.step, loss)
+                    interrupted = self._agree(stop_requested())
+                    if self.checkpoint_dir is not None and (
+                            interrupted or self.step == self.steps
+                            or (self.checkpoint_every and self.step % self.checkpoint_every == 0)):
+                        last_checkpoint = self.save() or last_checkpoint
+                    if interrupted:
+                        break
         finally:
             bar.close()
             if log is not None:
                 log.close()
-        return TrainResult(list(self.losses), start_step, self.step, seconds, tokens, last_checkpoint)
+        if interrupted and self.rank == 0:
+            print(f"interrupted: stopped after step {self.step}"
+                  + (f", saved {last_checkpoint}" if last_checkpoint else ""), file=sys.stderr, flush=True)
+        return TrainResult(list(self.losses), start_step, self.step, seconds, tokens, last_checkpoint,
+                           interrupted=interrupted)
+
+    def _agree(self, flag: bool) -> bool:
+        """Under DDP every rank stops at the same step if any rank was interrupted."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def _train_step(self) -> tuple[float, int]:
         """One optimizer step; returns (global loss, global tokens)."""
@@ -333,13 +366,6 @@ class Trainer:
         if loss is None or loss.dim() != 0:
             raise ValueError("Trainer: model(*batch) must return a scalar loss or (output, loss)")
         loss.backward()                                    # DDP all-reduces (averages) the gradients here
-        if self.grad_clip is not None:
-            # Under DDP every rank holds the same averaged gradients: the same clip everywhere.
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.step += 1
         global_loss = loss.detach()
         if self.world > 1:
             import torch.distributed as dist
@@ -348,13 +374,48 @@ class Trainer:
             dist.all_reduce(global_loss)                   # sum of the ranks' means ...
             global_loss /= self.world                      # ... / world = the global batch's mean
         value = global_loss.item()
+        # Checked before the update, so a bad step leaves the weights as they were.
         if not math.isfinite(value):
-            raise FloatingPointError(f"Trainer: the loss is {value} at step {self.step}; "
-                                     f"lower the learning rate or check the data")
+            raise FloatingPointError(f"Trainer: the loss is {value} at step {self.step + 1}; the weights are "
+                                     f"left as after step {self.step}: lower the learning rate or check the data")
+        if self.grad_clip is not None:
+            # Under DDP every rank holds the same averaged gradients: the same clip everywhere.
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            if not math.isfinite(norm.item()):
+                raise FloatingPointError(f"Trainer: the gradient norm is {norm.item()} at step {self.step + 1}; "
+                                         f"the weights are left as after step {self.step}")
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
         return value, batch[0].numel()
 
 
 # ------------------------------------------------------------------ helpers --
+@contextlib.contextmanager
+def _sigint_at_step_boundary():
+    """While training, the first Ctrl-C (SIGINT) only asks to stop: the loop
+    finishes its step, saves and returns. A second one interrupts at once.
+    (Only the main thread can handle signals; elsewhere Ctrl-C is untouched.)"""
+    requested = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(True)
+        print("\nCtrl-C: stopping after this step and saving (press again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def check_config(saved: dict, current: dict) -> None:
     """Raise ConfigMismatchError naming every setting that differs."""
     diffs = [f"{k}: checkpoint has {saved.get(k, '<unset>')!r}, this run has {current.get(k, '<unset>')!r}"

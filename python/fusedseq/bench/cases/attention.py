@@ -1,153 +1,73 @@
-"""Attention cases: ``fusedseq.attention`` against
-``F.scaled_dot_product_attention`` (its default choice, then each backend
-the device has, forced with ``sdpa_kernel``) and a plain eager
-``softmax(Q Kᵀ · scale) V`` (``fusedseq.reference.attention``, which stores
-the full score matrix)."""
+"""Attention: ``fusedseq.attention`` against ``scaled_dot_product_attention``
+as it chooses (the note names its choice), each backend the device has forced
+with ``torch.nn.attention.sdpa_kernel``, and an eager ``softmax(QKᵀ·scale)V``
+that stores the score matrix (``fusedseq.reference.attention``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Sequence
+import warnings
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import sdpa_kernel
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fusedseq
 from fusedseq import reference
 
-from ..case import Case, CaseSetup, Impl, Reference, float64_leaves, generator_for, leaf, random_tensor
-from ..flops import attention_flops
-from ..sdpa import backends_for, default_choice
+from ..harness import FWD, Path, Setup, case
 
-OP = "attention"
-PRIMARY = "sdpa"  # the PyTorch path the summary compares with
-
-# The float64 reference materialises the (B, Hq, Nq, Nk) scores several times
-# (scores, softmax, and their gradients). Above this many score elements in
-# all it runs on a leading slice of the batch and heads instead (whole
-# kv-head groups, so dK and dV are complete; every head runs the same code).
-REF_SCORE_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}
+# Backends worth forcing per device (the CPU has only these two).
+BACKENDS = {"cpu": ("FLASH_ATTENTION", "MATH"),
+            "cuda": ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")}
+# The float64 reference holds the (B, Hq, Nq, Nk) scores several times; past
+# this many it covers a leading slice of the batch and heads (whole kv-head groups).
+REF_SCORES = {"cpu": 1 << 26, "cuda": 1 << 28}
 
 
-@dataclass(frozen=True)
-class AttnShape:
-    B: int
-    Hq: int
-    N: int  # query length
-    D: int
-    Hkv: Optional[int] = None  # None: = Hq
-    Nk: Optional[int] = None  # None: = N
-
-    @property
-    def kv_heads(self) -> int:
-        return self.Hkv or self.Hq
-
-    @property
-    def kv_len(self) -> int:
-        return self.Nk or self.N
-
-    @classmethod
-    def parse(cls, text: str) -> "AttnShape":
-        """``"B,H,N,D"``, optionally ``",Hkv"`` (grouped-query) and ``",Nk"``."""
-        v = [int(x) for x in text.split(",")]
-        if not 4 <= len(v) <= 6:
-            raise ValueError(f"attention shape must be B,H,N,D[,Hkv[,Nk]], got {text!r}")
-        return cls(*v)
-
-    def label(self) -> str:
-        heads = f"H={self.Hq}" if self.kv_heads == self.Hq else f"Hq={self.Hq} Hkv={self.kv_heads}"
-        lens = f"N={self.N}" if self.kv_len == self.N else f"Nq={self.N} Nk={self.kv_len}"
-        return f"B={self.B} {heads} {lens} D={self.D}"
+def _flops(p: dict, mode: str) -> tuple[float, str]:
+    """QKᵀ and PV: 4·B·Hq·Nq·Nk·D, halved when causal; the backward's five products 2.5× that."""
+    fwd = 4.0 * p["B"] * p["H"] * p["N"] * (p.get("Nk") or p["N"]) * p["D"] / (2 if p.get("causal") else 1)
+    return (fwd if mode == FWD else 3.5 * fwd), "FLOP"
 
 
-CPU_SHAPES = [AttnShape(4, 8, 1024, 64)]
-QUICK_SHAPES = [AttnShape(1, 2, 128, 32)]
-# Issue 3's sweep: 16k tokens per batch (B = 16384 / N), model width H·D = 2048.
-CUDA_SHAPES = [AttnShape(16384 // N, 2048 // D, N, D)
-               for D in (64, 128) for N in (512, 1024, 2048, 4096, 8192, 16384)]
+def _sdpa_choice(q, k, v, causal, gqa) -> str:
+    """The backend plain SDPA picks here (private torch._fused_sdp_choice; "" if unknown)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            i = int(torch._fused_sdp_choice(q, k, v, is_causal=causal, **({"enable_gqa": True} if gqa else {})))
+        return "default=" + next(b.name for b in SDPBackend.__members__.values() if int(b) == i)
+    except Exception:  # noqa: BLE001
+        return ""
 
 
-def default_shapes(device: torch.device, quick: bool) -> list[AttnShape]:
-    if quick:
-        return QUICK_SHAPES
-    return CUDA_SHAPES if device.type == "cuda" else CPU_SHAPES
+@case("attention", primary="sdpa", work=_flops, cuda_ops=("attention_fwd", "attention_bwd"),
+      dtypes={"cpu": [torch.float32], "cuda": [torch.bfloat16, torch.float16]}, shapes={
+          "cpu": [dict(B=4, H=8, N=1024, D=64, causal=c) for c in (False, True)],
+          # 16k tokens per batch, model width H·D = 2048.
+          "cuda": [dict(B=16384 // N, H=2048 // D, N=N, D=D, causal=c) for D in (64, 128)
+                   for N in (512, 1024, 2048, 4096, 8192, 16384) for c in (False, True)],
+          "quick": [dict(B=1, H=2, N=128, D=32, causal=c) for c in (False, True)]})
+def attention(make, B, H, N, D, causal=False, Hkv=None, Nk=None):
+    """H query heads; Hkv key/value heads (grouped-query, default H); Nk keys (default N)."""
+    Hkv, Nk = Hkv or H, Nk or N
+    q, k, v = make(B, H, N, D), make(B, Hkv, Nk, D), make(B, Hkv, Nk, D)
+    gqa = {"enable_gqa": True} if Hkv != H else {}  # some backends reject the flag: pass it only when needed
 
+    def sdpa():
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, **gqa)
 
-def default_dtypes(device: torch.device) -> list[torch.dtype]:
-    if device.type == "cuda":
-        return [torch.bfloat16, torch.float16]
-    return [torch.float32]
+    paths = {"fused": lambda: fusedseq.attention(q, k, v, causal=causal),
+             "sdpa": Path(sdpa, note=_sdpa_choice(q, k, v, causal, gqa))}
+    for name in BACKENDS.get(make.device.type, ("MATH",)):
+        if hasattr(SDPBackend, name):
+            paths[f"sdpa[{name}]"] = Path(sdpa, context=lambda b=getattr(SDPBackend, name): sdpa_kernel([b]))
+    paths["eager"] = lambda: reference.attention(q, k, v, causal=causal)
 
-
-def _sdpa(q, k, v, causal: bool, gqa: bool):
-    if gqa:  # only pass enable_gqa when needed: some backends reject the flag
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-
-
-def _reference_slice(s: AttnShape, device: torch.device) -> tuple[int, int]:
-    """(batch entries, kv heads) the float64 reference covers (see REF_SCORE_ELEMENTS)."""
-    group = s.Hq // s.kv_heads
-    per_kv_head = group * s.N * s.kv_len
-    budget = REF_SCORE_ELEMENTS.get(device.type, REF_SCORE_ELEMENTS["cuda"])
-    units = max(1, budget // per_kv_head)
-    if units < s.kv_heads:
-        return 1, units
-    return max(1, min(s.B, units // s.kv_heads)), s.kv_heads
-
-
-def _build(s: AttnShape, causal: bool, device: torch.device, dtype: torch.dtype, seed: int) -> CaseSetup:
-    g = generator_for(device, seed)
-    q = leaf(random_tensor((s.B, s.Hq, s.N, s.D), dtype, device, g))
-    k = leaf(random_tensor((s.B, s.kv_heads, s.kv_len, s.D), dtype, device, g))
-    v = leaf(random_tensor((s.B, s.kv_heads, s.kv_len, s.D), dtype, device, g))
-    grad_output = random_tensor((s.B, s.Hq, s.N, s.D), dtype, device, g)
-    inputs = [q, k, v]
-    gqa = s.kv_heads != s.Hq
-
-    chosen = default_choice(q, k, v, causal, gqa)
-    impls = [
-        Impl("fused", lambda: fusedseq.attention(q, k, v, causal=causal), inputs, fused=True),
-        Impl("sdpa", lambda: _sdpa(q, k, v, causal, gqa), inputs,
-             note=f"default={chosen}" if chosen else ""),
-    ]
-    for backend in backends_for(device):
-        impls.append(Impl(f"sdpa[{backend.name}]", lambda: _sdpa(q, k, v, causal, gqa), inputs,
-                          context=lambda backend=backend: sdpa_kernel([backend])))
-    impls.append(Impl("eager", lambda: reference.attention(q, k, v, causal=causal), inputs))
-
-    nb, nkv = _reference_slice(s, device)
-    nq = nkv * (s.Hq // s.kv_heads)
-    sliced = (nb, nkv) != (s.B, s.kv_heads)
-
-    def compute_reference(with_grads: bool) -> Reference:
-        ref_inputs = float64_leaves([q[:nb, :nq], k[:nb, :nkv], v[:nb, :nkv]], with_grads)
-        out = reference.attention(*ref_inputs, causal=causal)
-        grads = None
-        if with_grads:
-            grads = list(torch.autograd.grad(out, ref_inputs, grad_output[:nb, :nq].to(torch.float64)))
-        return Reference(
-            out.detach(), grads,
-            select_output=lambda o: o[:nb, :nq],
-            select_grads=lambda gs: [gs[0][:nb, :nq], gs[1][:nb, :nkv], gs[2][:nb, :nkv]],
-            note=f"errors on b<{nb}, hq<{nq}" if sliced else "")
-
-    return CaseSetup(impls, grad_output, compute_reference)
-
-
-def make_cases(device: torch.device, dtypes: Sequence[torch.dtype], shapes: Sequence[AttnShape],
-               modes: Sequence[str], causal: Sequence[bool] = (False, True), seed: int = 0) -> list[Case]:
-    cases = []
-    for dtype in dtypes:
-        for s in shapes:
-            for c in causal:
-                cases.append(Case(
-                    op=OP, device=device, dtype=dtype,
-                    label=s.label() + (" causal" if c else ""),
-                    params={"B": s.B, "Hq": s.Hq, "Hkv": s.kv_heads, "Nq": s.N, "Nk": s.kv_len,
-                            "D": s.D, "causal": c},
-                    modes=list(modes),
-                    flops={m: attention_flops(s.B, s.Hq, s.N, s.kv_len, s.D, c, m) for m in modes},
-                    build=lambda s=s, c=c, dtype=dtype: _build(s, c, device, dtype, seed),
-                ))
-    return cases
+    group, budget = H // Hkv, REF_SCORES.get(make.device.type, REF_SCORES["cuda"])
+    units = max(1, budget // (group * N * Nk))          # kv heads the reference can afford
+    nb, nkv = (1, units) if units < Hkv else (max(1, min(B, units // Hkv)), Hkv)
+    sq, skv = (slice(0, nb), slice(0, nkv * group)), (slice(0, nb), slice(0, nkv))
+    sliced = (nb, nkv) != (B, Hkv)
+    return Setup([q, k, v], paths, reference=lambda *t: reference.attention(*t, causal=causal),
+                 ref_slices=[sq, skv, skv, sq] if sliced else None,
+                 note=f"errors on b<{nb}, hq<{nkv * group}" if sliced else "")

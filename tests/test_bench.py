@@ -1,0 +1,170 @@
+"""The benchmark harness's logic (no timing is asserted): stability verdicts,
+re-measuring, how an untrusted ratio is shown, failure isolation, the float64
+check, the CUDA timing path (events and the L2 flush, with stand-ins on the
+CPU), the cuDNN column, the loaded-machine case's busy loops and the CLI."""
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+
+from fusedseq.bench import Budget, Path, Setup, cli, harness, report, timing
+from fusedseq.bench.cases import recurrent
+from fusedseq.bench.harness import REGISTRY, Case, case, run_case
+from fusedseq.bench.timing import LoadMeter, Timing
+
+TINY = Budget(seconds=0.002, min_runs=3, warmup_s=0.0, retries=2)
+
+
+def test_verdicts():
+    assert Timing.of([[1.0, 1.01, 0.99]] * 3).unstable == ""
+    assert "rounds differ 2.0x" in Timing.of([[1.0] * 3, [2.0] * 3, [1.0] * 3]).unstable
+    assert "IQR" in Timing.of([[1.0, 2.0, 1.0, 2.0]] * 3).unstable
+
+
+def test_load_meter_blames_other_processes(monkeypatch):
+    reads = iter([(0.0, 100.0, 10.0), (1.0, 102.0, 10.5)])   # 2 s of CPU in 1 s, 0.5 s of it ours
+    monkeypatch.setattr(LoadMeter, "_read", staticmethod(lambda: next(reads)))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(timing.os, "cpu_count", lambda: 2)
+    assert LoadMeter().verdict() == "load: other processes used 1.5 of 2 cores"
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """A registered toy op: y = 2x, with a wrong path, a failing one and one that cannot run."""
+    @case("toy", primary="torch", work=lambda p, mode: (p["n"], "FLOP"), shapes={"cpu": [{"n": 64}]})
+    def build(make, n):
+        x = make(n)
+        return Setup([x], {"fused": lambda: x * 2, "torch": lambda: x + x, "wrong": lambda: x * 2.5,
+                           "broken": lambda: 1 / 0, "absent": "needs a GPU"},
+                     reference=lambda t: 2 * t)
+    yield REGISTRY["toy"]
+    del REGISTRY["toy"]
+
+
+def run_toy(op, modes=("fwd", "fwd+bwd")):
+    return run_case(Case(op, torch.device("cpu"), torch.float32, {"n": 64}, modes), TINY)
+
+
+def test_rows_checks_and_failure_isolation(toy):
+    rows = {(r.mode, r.impl): r for r in run_toy(toy)}
+    for mode in ("fwd", "fwd+bwd"):
+        assert rows[mode, "fused"].max_abs == 0.0 and rows[mode, "torch"].rel == 0.0
+        assert rows[mode, "wrong"].rel == pytest.approx(0.25 if mode == "fwd" else 0.25)
+        assert rows[mode, "broken"].status == "error" and "ZeroDivisionError" in rows[mode, "broken"].note
+        assert rows[mode, "absent"].status == "skipped" and rows[mode, "absent"].note == "needs a GPU"
+        assert rows[mode, "fused"].vs in ("torch", "wrong") and rows[mode, "torch"].speedup is not None
+
+
+def test_unstable_rows_are_remeasured_then_marked(toy, monkeypatch):
+    calls = []
+
+    def fake_interleave(contenders, device, rounds):
+        calls.append(1)
+        for i, c in enumerate(contenders):
+            erratic = len(calls) == 1 or i == 0          # fused stays erratic; the others settle
+            c.rounds = [[1e-3], [5e-3 if erratic else 1e-3], [1e-3]]
+        return None
+
+    monkeypatch.setattr(harness, "interleave", fake_interleave)
+    rows = [r for r in run_toy(toy, ("fwd",)) if r.timing]
+    assert len(calls) == 1 + TINY.retries
+    fused = next(r for r in rows if r.fused)
+    assert "rounds differ" in fused.unstable and not fused.trusted and fused.remeasured == TINY.retries
+    assert all(not r.trusted for r in rows)            # every ratio involves the fused time
+    table, summary = report.format_table(rows), report.format_summary(rows)
+    assert "x)?" in table and "UNSTABLE: rounds differ" in table and "unstable" in summary
+    assert not any(f"{r.speedup:.2f}x " in summary for r in rows if r.speedup)
+
+
+def test_a_stable_retry_is_trusted(toy, monkeypatch):
+    tries = []
+
+    def fake_interleave(contenders, device, rounds):
+        tries.append(1)
+        for c in contenders:
+            c.rounds = [[1e-3], [5e-3 if len(tries) == 1 else 1e-3], [1e-3]]
+        return None
+
+    monkeypatch.setattr(harness, "interleave", fake_interleave)
+    fused = next(r for r in run_toy(toy, ("fwd",)) if r.fused)
+    assert fused.trusted and fused.remeasured == 1 and len(tries) == 2
+    assert "stable on try 2" in report.format_table([fused])
+
+
+def test_plot_leaves_untrusted_ratios_out(toy, tmp_path, monkeypatch):
+    rows = [r for r in run_toy(toy, ("fwd",))]
+    for r in rows:
+        r.trusted = r.impl != "wrong"
+    assert report.plot(rows, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_cuda_timing_flushes_l2_before_every_call(monkeypatch):
+    """The CUDA path with stand-in events: one flush per call, each outside its event pair."""
+    log = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            self.t = None
+
+        def record(self):
+            log.append("record")
+            self.t = len(log)
+
+        def elapsed_time(self, end):
+            return float(end.t - self.t)
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    samples = timing.sample(lambda: log.append("call"), 4, torch.device("cuda"), flush=lambda: log.append("flush"))
+    assert log == ["flush", "record", "call", "record"] * 4 and samples == [2e-3] * 4
+
+
+def test_cudnn_column_follows_pytorchs_rule(monkeypatch):
+    props = types.SimpleNamespace(major=9, minor=0, multi_processor_count=132)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
+    algo = lambda H, dtype=torch.float16, B=64, bwd=False: recurrent.cudnn_algo(100, B, H, H, dtype, bwd, "cuda")  # noqa
+    assert algo(384) == "small_h" and algo(384, bwd=True) == "static" and algo(1024) == "static"
+    assert algo(1024, B=96) == "std" and algo(1024, B=12) == "std"      # B >= 96 with H >= 896; B % 8
+    assert algo(1024, dtype=torch.float32) == "std" and algo(128, dtype=torch.float64) == "std"
+
+
+def test_busy_cores_are_ended(monkeypatch):
+    started = []
+    real = timing.subprocess.Popen
+    monkeypatch.setattr(timing.subprocess, "Popen", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+    monkeypatch.setattr(timing.time, "sleep", lambda s: None)
+    with timing.busy_cores(2):
+        assert len(started) == 2 and all(p.poll() is None for p in started)
+    assert all(p.poll() is not None for p in started)
+
+
+def test_cli_shape_sweep_and_selection():
+    parser = __import__("argparse").ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--ops", "attention,rnn", "--shape", "N=64,128 causal=yes Hkv=1", "--device", "cpu"])
+    cases, _ = cli.collect(args)
+    assert [(c.op.name, c.params["N"], c.params["causal"], c.params["Hkv"]) for c in cases] == \
+        [("attention", 64, True, 1), ("attention", 128, True, 1)]   # rnn takes no N: left out
+    assert cases[0].params["D"] == 64 and cases[0].modes == ["fwd", "fwd+bwd"]
+    with pytest.raises(SystemExit):
+        cli.collect(parser.parse_args(["--ops", "rnn", "--shape", "N=64"]))
+
+
+def test_cli_quick_run_writes_json_and_logs_progress(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert cli.main(["--quick", "--ops", "attention", "--mode", "fwd", "--shape", "causal=no", "--threads", "1",
+                     "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "1 CPU threads (--threads)" in captured.out and "== summary" in captured.out
+    assert "[1/1] attention cpu B=1 H=2 N=128 D=32" in captured.err        # a line per case, not a bar
+    doc = json.loads(out.read_text())
+    rows = {r["impl"]: r for r in doc["results"]}
+    assert {"fused", "sdpa", "sdpa[FLASH_ATTENTION]", "sdpa[MATH]", "eager"} <= set(rows)
+    for r in rows.values():
+        assert r["status"] == "ok" and r["rel"] < 1e-5 and "unstable" in r and len(r["timing"]["round_medians"]) == 3
+    assert doc["metadata"]["cpu"]["threads"] == 1

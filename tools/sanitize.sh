@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# ASan + UBSan run of the op tests (CI step; run locally after tools/setup.sh).
+# Builds the extension with FUSEDSEQ_SANITIZE=ON into build/sanitize, puts it
+# beside a copy of the Python package, and runs the op tests against it with
+# libasan preloaded (python is not instrumented). Any report fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=$PWD/${FUSEDSEQ_VENV:-.venv}/bin/python
+start=$SECONDS
+PATH="$(dirname "$py"):$PATH" cmake -S . -B build/sanitize -G Ninja -DPython_EXECUTABLE="$py" \
+  -DSKBUILD_PROJECT_VERSION=0.1.0 -DFUSEDSEQ_CUDA=OFF -DFUSEDSEQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+PATH="$(dirname "$py"):$PATH" cmake --build build/sanitize -j 2
+pkg=build/sanitize/pkg
+rm -rf "$pkg" && mkdir -p "$pkg"
+cp -r python/fusedseq "$pkg/"
+rm -f "$pkg"/fusedseq/_C*.so
+cp build/sanitize/_C*.so "$pkg/fusedseq/"
+echo "sanitized build: $((SECONDS - start)) s"
+# detect_leaks=0: CPython and torch keep memory until exit by design. libstdc++ is
+# preloaded too: python does not link it, and without it ASan's __cxa_throw
+# interceptor finds no real __cxa_throw and aborts on the first C++ exception.
+export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)" \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:print_summary=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONPATH="$PWD/$pkg"
+"$py" -c "import fusedseq, sys; so = fusedseq._C.__file__; print(so); sys.exit('sanitize' not in so)"
+# FUSEDSEQ_SANITIZE_TESTS narrows the run (pytest arguments) if CI time gets short.
+# shellcheck disable=SC2086
+"$py" -m pytest -q -p no:cacheprovider ${FUSEDSEQ_SANITIZE_TESTS:-tests/test_rnn_cell.py tests/test_rnn.py \
+  tests/test_attention.py tests/test_bad_input.py tests/test_properties.py tests/test_tolerances.py}
+echo "sanitizer step: $((SECONDS - start)) s"

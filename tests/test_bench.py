@@ -1,9 +1,11 @@
 """The benchmark harness's logic (no timing is asserted): stability verdicts,
 re-measuring, how an untrusted ratio is shown, failure isolation, the float64
 check, the CUDA timing path (events and the L2 flush, with stand-ins on the
-CPU), the cuDNN column, the loaded-machine case's busy loops and the CLI."""
+CPU), the cuDNN column, the loaded-machine case's busy loops, the CLI, and
+the attention variants' cases at their quick shapes."""
 from __future__ import annotations
 
+import argparse
 import json
 import types
 
@@ -12,7 +14,7 @@ import torch
 
 from fusedseq.bench import Budget, Path, Setup, cli, harness, report, timing
 from fusedseq.bench.cases import recurrent
-from fusedseq.bench.harness import REGISTRY, Case, case, run_case
+from fusedseq.bench.harness import MODES, REGISTRY, Case, case, run_case
 from fusedseq.bench.timing import LoadMeter, Timing
 
 TINY = Budget(seconds=0.002, min_runs=3, warmup_s=0.0, retries=2)
@@ -144,7 +146,7 @@ def test_busy_cores_are_ended(monkeypatch):
 
 
 def test_cli_shape_sweep_and_selection():
-    parser = __import__("argparse").ArgumentParser()
+    parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     args = parser.parse_args(["--ops", "attention,rnn", "--shape", "N=64,128 causal=yes Hkv=1", "--device", "cpu"])
     cases, _ = cli.collect(args)
@@ -168,3 +170,46 @@ def test_cli_quick_run_writes_json_and_logs_progress(tmp_path, capsys):
     for r in rows.values():
         assert r["status"] == "ok" and r["rel"] < 1e-5 and "unstable" in r and len(r["timing"]["round_medians"]) == 3
     assert doc["metadata"]["cpu"]["threads"] == 1
+
+
+def _collect(*argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return cli.collect(parser.parse_args(list(argv)))[0]
+
+
+def test_attention_variants_run_at_quick_shapes():
+    """Each variant's quick case, plus random_mask, a window narrower than N and a
+    4-sequence grouped-query varlen (SDPA's padding and unpadding): both paths, every
+    mode, within fp32 of the float64 reference; decoding is forward only."""
+    cases = _collect("--quick", "--ops", "attention_variants", "--device", "cpu")
+    op = REGISTRY["attention_variants"]
+    cases += [Case(op, torch.device("cpu"), torch.float32, p, list(MODES))
+              for p in (dict(variant="random_mask", B=2, H=2, N=64, Nk=96, D=16),
+                        dict(variant="window", B=1, H=2, N=64, D=16, window=16),
+                        dict(variant="varlen", B=4, H=4, Hkv=2, N=64, D=16))]
+    assert [c.params["variant"] for c in cases] == ["plain", "keypad", "window", "varlen", "decode", "random_mask",
+                                                    "window", "varlen"]
+    for c in cases:
+        rows = run_case(c, TINY)
+        modes = ("fwd",) if c.params["variant"] == "decode" else MODES
+        assert sorted((r.mode, r.impl) for r in rows) == sorted((m, i) for m in modes for i in ("fused", "sdpa"))
+        for r in rows:
+            assert r.status == "ok", (c.label, r.impl, r.mode, r.note)
+            assert r.rel < 1e-5 and r.work == op.work(c.params, r.mode)[0] > 0, (c.label, r.impl, r.mode, r.rel)
+    assert [c.params["variant"] for c in _collect("--quick", "--ops", "attention_variants", "--mode", "fwd+bwd")] \
+        == ["plain", "keypad", "window", "varlen"]                       # no decode rows to run
+
+
+def test_attention_variants_count_the_visible_pairs():
+    work = lambda **p: REGISTRY["attention_variants"].work({"B": 2, "H": 3, "D": 8, **p}, "fwd")[0]  # noqa: E731
+    per_pair = 4 * 8 * 2 * 3                                             # 4·D FLOPs per (b, query head) pair
+    assert work(variant="plain", N=100, Nk=40) == per_pair * 100 * 40
+    assert work(variant="decode", N=1, Nk=4096) == per_pair * 4096
+    assert work(variant="keypad", N=100, Nk=40) == per_pair * 100 * 30
+    assert work(variant="random_mask", N=100, Nk=40) == per_pair * 100 * 20
+    assert work(variant="window", N=1024, window=128) == per_pair * (128 * 129 / 2 + (1024 - 128) * 128)
+    # varlen: B sequences of N, N/2, 3N/4, N/4 tokens, each a causal triangle, not B times the longest
+    assert work(variant="varlen", N=64) == 4 * 8 * 3 * (64 * 65 + 32 * 33) / 2
+    assert REGISTRY["attention_variants"].work({"variant": "plain", "B": 1, "H": 1, "N": 4, "D": 8}, "fwd+bwd")[0] \
+        == 3.5 * 4 * 8 * 16

@@ -67,9 +67,13 @@ def run_ranks(out) -> list[dict]:
 
 
 def max_rel_diff(a: dict, b: dict) -> float:
-    """The largest norm-wise relative difference ‖a[k] − b[k]‖ / ‖b[k]‖ over the tensors."""
+    """The largest norm-wise relative difference ‖a[k] − b[k]‖ / ‖b[k]‖ over the tensors.
+    Norm-wise only (a plain float, not rel_err's per-element check): after
+    AdamW steps a summation-order difference in one gradient element is
+    amplified by 1/sqrt(v) where v is tiny, so single parameters may differ by
+    far more than the whole does; the whole is what DDP must reproduce."""
     assert set(a) == set(b)
-    return max(rel_err(a[k], b[k]) for k in b)
+    return max(float(rel_err(a[k], b[k])) for k in b)
 
 
 def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path):

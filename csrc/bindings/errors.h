@@ -11,7 +11,8 @@
 // and raises through its own virtual set_error(), so this holds whichever
 // pybind11 torch was built with (tests/test_bad_input.py checks every case).
 #pragma once
-#include <pybind11/pybind11.h>
+// Only the exception classes: pybind11/pybind11.h would double a binding file's compile time.
+#include <pybind11/detail/common.h>
 
 #include <sstream>
 #include <stdexcept>

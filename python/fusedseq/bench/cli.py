@@ -110,7 +110,6 @@ def collect(args) -> tuple[list[Case], list[str]]:
     found, notes = [], []
     for device, name in itertools.product(devices, args.ops):
         op = REGISTRY[name]
-        modes = [m for m in op.modes if m in args.mode or m not in MODES]
         shapes = op.shapes.get("quick" if args.quick else device.type, [])
         if args.shape:
             accepted = inspect.signature(op.build).parameters
@@ -123,7 +122,10 @@ def collect(args) -> tuple[list[Case], list[str]]:
             notes.append(f"{name} on {device}: skipped, {reason}")
             continue
         dtypes = [DTYPES[d] for d in args.dtype] if args.dtype else op.dtypes.get(device.type, [torch.float32])
-        found += [Case(op, device, dt, p, modes) for dt in dtypes for p in shapes]
+        for dt, p in itertools.product(dtypes, shapes):
+            modes = [m for m in op.modes_for(p) if m in args.mode or m not in MODES]
+            if modes:  # e.g. decoding (forward only) under --mode fwd+bwd
+                found.append(Case(op, device, dt, p, modes))
     if args.shape and not found:
         raise SystemExit(f"error: no selected case takes the parameters of --shape {args.shape}")
     return found, notes

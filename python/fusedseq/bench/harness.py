@@ -62,9 +62,12 @@ class Op:
     work: Callable[..., tuple[float, str]]         # (params, mode) -> (per call, "FLOP" or "tok")
     dtypes: dict = field(default_factory=lambda: {"cpu": [torch.float32],
                                                   "cuda": [torch.float32, torch.bfloat16, torch.float16]})
-    modes: Sequence[str] = MODES
+    modes: Union[Sequence[str], Callable[[dict], Sequence[str]]] = MODES  # or params -> modes (decoding: FWD)
     cuda_ops: Sequence[str] = ()                   # torch.ops.fusedseq names the CUDA rows need
     loaded: bool = False                           # run with every core busy (timing.busy_cores)
+
+    def modes_for(self, params: dict) -> Sequence[str]:
+        return self.modes(params) if callable(self.modes) else self.modes
 
 
 REGISTRY: dict[str, Op] = {}

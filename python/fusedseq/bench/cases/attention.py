@@ -18,15 +18,34 @@ from ..harness import FWD, Path, Setup, case
 # Backends worth forcing per device (the CPU has only these two).
 BACKENDS = {"cpu": ("FLASH_ATTENTION", "MATH"),
             "cuda": ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")}
-# The float64 reference holds the (B, Hq, Nq, Nk) scores several times; past
-# this many it covers a leading slice of the batch and heads (whole kv-head groups).
+# The float64 reference holds the (B, Hq, Nq, Nk) scores several times and K, V
+# expanded to Hq heads; past this many of those elements it covers a leading
+# slice of the batch and heads (whole kv-head groups).
 REF_SCORES = {"cpu": 1 << 26, "cuda": 1 << 28}
 
 
-def _flops(p: dict, mode: str) -> tuple[float, str]:
-    """QKᵀ and PV: 4·B·Hq·Nq·Nk·D, halved when causal; the backward's five products 2.5× that."""
-    fwd = 4.0 * p["B"] * p["H"] * p["N"] * (p.get("Nk") or p["N"]) * p["D"] / (2 if p.get("causal") else 1)
+def attention_flops(pairs: float, D: int, mode: str) -> tuple[float, str]:
+    """QKᵀ and PV: 4·D per (query head, query, key) pair computed; the backward's five products 2.5× that."""
+    fwd = 4.0 * pairs * D
     return (fwd if mode == FWD else 3.5 * fwd), "FLOP"
+
+
+def _flops(p: dict, mode: str) -> tuple[float, str]:
+    """B·Hq·Nq·Nk pairs, halved when causal."""
+    return attention_flops(p["B"] * p["H"] * p["N"] * (p.get("Nk") or p["N"]) / (2 if p.get("causal") else 1),
+                           p["D"], mode)
+
+
+def reference_slices(device: torch.device, B: int, H: int, Hkv: int, N: int, Nk: int, D: int):
+    """``Setup(ref_slices=, note=)`` for q, k, v, out shaped (B, H|Hkv, N|Nk, D): the
+    leading batches and whole kv-head groups the float64 reference can afford."""
+    group, budget = H // Hkv, REF_SCORES.get(device.type, REF_SCORES["cuda"])
+    units = max(1, budget // (group * Nk * (N + 2 * D)))  # kv heads the reference can afford
+    nb, nkv = (1, units) if units < Hkv else (max(1, min(B, units // Hkv)), Hkv)
+    if (nb, nkv) == (B, Hkv):
+        return None, ""
+    sq, skv = (slice(0, nb), slice(0, nkv * group)), (slice(0, nb), slice(0, nkv))
+    return [sq, skv, skv, sq], f"errors on b<{nb}, hq<{nkv * group}"
 
 
 def _sdpa_choice(q, k, v, causal, gqa) -> str:
@@ -63,11 +82,6 @@ def attention(make, B, H, N, D, causal=False, Hkv=None, Nk=None):
             paths[f"sdpa[{name}]"] = Path(sdpa, context=lambda b=getattr(SDPBackend, name): sdpa_kernel([b]))
     paths["eager"] = lambda: reference.attention(q, k, v, causal=causal)
 
-    group, budget = H // Hkv, REF_SCORES.get(make.device.type, REF_SCORES["cuda"])
-    units = max(1, budget // (group * N * Nk))          # kv heads the reference can afford
-    nb, nkv = (1, units) if units < Hkv else (max(1, min(B, units // Hkv)), Hkv)
-    sq, skv = (slice(0, nb), slice(0, nkv * group)), (slice(0, nb), slice(0, nkv))
-    sliced = (nb, nkv) != (B, Hkv)
+    slices, note = reference_slices(make.device, B, H, Hkv, N, Nk, D)
     return Setup([q, k, v], paths, reference=lambda *t: reference.attention(*t, causal=causal),
-                 ref_slices=[sq, skv, skv, sq] if sliced else None,
-                 note=f"errors on b<{nb}, hq<{nkv * group}" if sliced else "")
+                 ref_slices=slices, note=note)

@@ -135,6 +135,19 @@ def make(request) -> Maker:
     return Maker(zlib.crc32(request.node.nodeid.encode()))
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``). On a shared
+    machine every parallel region waits for a descheduled thread: an LSTM
+    check at T=200 took 40 s with two threads and 2 s with one. Modules that
+    use it keep a test that sets two threads and compares."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def to64(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return None if t is None else t.detach().to("cpu", torch.float64)
 

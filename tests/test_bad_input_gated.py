@@ -228,14 +228,27 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA de
 @pytest.mark.cuda
 @pytest.mark.parametrize("kind,cell", [("lstm", False), ("lstm", True), ("gru", False), ("gru", True)])
 def test_cuda_without_kernel_is_not_implemented(kind, cell):
-    """Until these ops have CUDA kernels, CUDA tensors get a clear NotImplementedError."""
-    from conftest import cuda_skip_reason
+    """Until these ops have CUDA kernels, CUDA tensors get a clear
+    NotImplementedError naming the op: the public function, the raw forward
+    op and the raw backward op alike."""
+    from _gated import GRU, LSTM
+    from conftest import Maker, cuda_skip_reason
+    from test_lstm_gru import _backward_args
     op = kind + ("_cell" if cell else "")
-    if cuda_skip_reason([op]) is None:
-        pytest.skip(f"{op} has a CUDA kernel in this build")
-    a = {k: v.cuda() for k, v in (lstm_args() if kind == "lstm" else gru_args()).items()}
-    with pytest.raises(NotImplementedError, match="no CUDA kernel"):
-        call(kind, cell, "public", a)
+    if cuda_skip_reason([op, op + "_backward"]) is None:
+        pytest.skip(f"{op} has CUDA kernels in this build")
+    a = lstm_args() if kind == "lstm" else gru_args()
+    on_gpu = {k: v.cuda() for k, v in a.items()}
+    for entry in ("public", "raw"):
+        with pytest.raises(NotImplementedError, match=f"fusedseq.{op}: .*no CUDA kernel"):
+            call(kind, cell, entry, on_gpu)
+    # the backward op on its own, handed what the CPU forward returned
+    c = _cell(a) if cell else a
+    x, states = c["x"], [c[n] for n in (("h", "c") if cell else ("h0", "c0")) if n in c]
+    outs = call(kind, cell, "raw", a)
+    args = _backward_args(Maker(0), LSTM if kind == "lstm" else GRU, cell, x, states, c["w_ih"], c["w_hh"], outs)
+    with pytest.raises(NotImplementedError, match=f"fusedseq.{op}_backward: .*no CUDA kernel"):
+        getattr(ops, op + "_backward")(*(t.cuda() for t in args))
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

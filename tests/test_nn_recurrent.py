@@ -17,6 +17,10 @@ from fusedseq.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 from conftest import FP32_RTOL, FP64_RTOL, LOWP_FACTOR, LOWP_FLOOR, Maker, rel_err
 
+# One thread (conftest.one_thread): the ops' results do not depend on it
+# (test_lstm_gru.py and test_rnn*.py compare one and two threads).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _kinds(pairs):
     """(ours, torch's) class pairs as params; the Elman ones in both activations."""

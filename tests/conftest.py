@@ -296,6 +296,24 @@ def fwd_bwd(fn: Callable, inputs: dict, cotangents: Optional[Sequence[Optional[t
     return tuple(o.detach() for o in outs), dict(zip(names, grads))
 
 
+def assert_compiled_matches_eager(f: Callable, args: Sequence[torch.Tensor], make: Maker,
+                                  tol: float = 1e-6) -> None:
+    """``torch.compile(f, fullgraph=True)`` gives the outputs and the gradients
+    (of fresh random cotangents) of eager ``f`` to ``tol``; dynamo's caches
+    are reset before and after."""
+    torch._dynamo.reset()
+    try:
+        outs_c = torch.compile(f, fullgraph=True)(*args)
+        cots = [make(*o.shape, dtype=o.dtype) for o in outs_c]
+        grads_c = torch.autograd.grad(outs_c, args, cots)
+        outs_e = f(*args)
+        grads_e = torch.autograd.grad(outs_e, args, cots)
+        for a, b in zip((*outs_c, *grads_c), (*outs_e, *grads_e)):
+            assert rel_err(a, b) <= tol
+    finally:
+        torch._dynamo.reset()
+
+
 def check_against_reference(fused: Callable, reference: Callable, inputs: dict, dtype: torch.dtype,
                             make: Maker, *, baseline: Optional[Callable] = None,
                             used_outputs: Optional[Sequence[bool]] = None, device: str = "cpu",

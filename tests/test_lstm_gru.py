@@ -12,8 +12,8 @@ import torch
 import fusedseq
 import fusedseq.reference
 
-from conftest import (DTYPE_IDS, FP32_RTOL, FP64_RTOL, assert_accurate, check_against_reference, dtype_params,
-                      fwd_bwd, nbytes, poison_heap, rel_err, with_views)
+from conftest import (DTYPE_IDS, FP32_RTOL, FP64_RTOL, assert_accurate, assert_compiled_matches_eager,
+                      check_against_reference, dtype_params, fwd_bwd, nbytes, poison_heap, rel_err, with_views)
 from _gated import GRU, LSTM, gated_weights, kind_params, module_state, state_tensors
 
 # One thread (conftest.one_thread); test_thread_count_does_not_change_result sets two.
@@ -384,7 +384,6 @@ def test_saved_workspace_is_compute_dtype(kind, make):
 @pytest.mark.parametrize("kind", kind_params())
 def test_compile_fullgraph(kind, cell, make):
     """torch.compile(fullgraph=True) through the public function, forward and backward."""
-    torch._dynamo.reset()
     T, B, I, H = 6, 3, 5, 8
     fn, names = (kind.cell, kind.cell_states) if cell else (kind.seq, kind.states)
 
@@ -395,14 +394,7 @@ def test_compile_fullgraph(kind, cell, make):
     x = make(*((B, I) if cell else (T, B, I)), dtype=torch.float64)
     args = [t.float().requires_grad_() for t in (x, *[make(B, H, dtype=torch.float64) for _ in names],
                                                  *gated_weights(make, I, H, kind.gates))]
-    outs_c = torch.compile(f, fullgraph=True)(*args)
-    cots = [make(*o.shape) for o in outs_c]
-    grads_c = torch.autograd.grad(outs_c, args, cots)
-    outs_e = f(*args)
-    grads_e = torch.autograd.grad(outs_e, args, cots)
-    for a, b in zip((*outs_c, *grads_c), (*outs_e, *grads_e)):
-        assert rel_err(a, b) <= 1e-6
-    torch._dynamo.reset()
+    assert_compiled_matches_eager(f, args, make)
 
 
 @pytest.mark.parametrize("cell", [False, True], ids=["sequence", "cell"])

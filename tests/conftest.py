@@ -29,8 +29,11 @@ such cases rather than loosen the bounds.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import re
+import warnings
 import zlib
 from typing import Callable, Optional, Sequence
 
@@ -99,18 +102,84 @@ def cuda_skip_reason(ops: Sequence[str]) -> Optional[str]:
     return None
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def emulated_skip_reason(ops: Sequence[str]) -> Optional[str]:
+    """Why the emulated variant cannot run, or None when every op in ``ops``
+    has a CUDA kernel that the emulated library runs on the CPU."""
+    info = fusedseq.build_info()
+    if not info["emulated_compiled"]:
+        return "this fusedseq build has no emulated CUDA kernels (built with FUSEDSEQ_EMULATED=OFF)"
+    missing = [op for op in ops if op not in info["emulated_ops"]]
+    if missing:
+        return (f"no CUDA kernel to emulate for {', '.join(missing)} yet (torch.ops.fusedseq_emulated has "
+                f"{', '.join(info['emulated_ops']) or 'none'})")
+    return None
+
+
+@contextlib.contextmanager
+def emulated_kernels(ops: Sequence[str]):
+    """While active, torch.ops.fusedseq.<op> on CPU tensors runs the op's CUDA
+    kernel on the host emulator (torch.ops.fusedseq_emulated.<op>, the same
+    schema) instead of its CPU kernel. Everything above the kernel (checks,
+    autograd, fake kernels, autocast, torch.compile, opcheck) stays the path
+    users take."""
+    lib = torch.library.Library("fusedseq", "IMPL")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Oo]verrid", category=UserWarning)
+            for op in ops:
+                lib.impl(op, getattr(torch.ops.fusedseq_emulated, op).default, "CPU")
+        yield
+    finally:
+        lib._destroy()
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda),
+                        pytest.param("emulated", marks=pytest.mark.emulated)])
 def device(request) -> str:
-    """Every test taking ``device`` runs on the CPU and has a CUDA variant; the
-    CUDA variant runs only where a GPU is present and every op named by the
-    test's ``@pytest.mark.ops(...)`` has a CUDA kernel."""
+    """Every test taking ``device`` runs on the CPU and has two variants for
+    the CUDA kernels: "cuda" runs where a GPU is present, "emulated" runs them
+    on the CPU through the host SIMT emulator (CPU tensors; the fixture yields
+    "cpu"). Each variant runs only when every op named by the test's
+    ``@pytest.mark.ops(...)`` has a CUDA kernel (build_info()["cuda_ops"] /
+    ["emulated_ops"]), so tests start to run there on their own as the CUDA
+    kernels land."""
+    if request.param == "cpu":
+        yield "cpu"
+        return
+    marker = request.node.get_closest_marker("ops")
+    ops = marker.args if marker is not None else ALL_OPS
+    reason = (cuda_skip_reason if request.param == "cuda" else emulated_skip_reason)(ops)
+    if reason:
+        pytest.skip(reason)
     if request.param == "cuda":
-        marker = request.node.get_closest_marker("ops")
-        ops = marker.args if marker is not None else ALL_OPS
-        reason = cuda_skip_reason(ops)
-        if reason:
-            pytest.skip(reason)
-    return request.param
+        yield "cuda"
+        return
+    with emulated_kernels(ops):
+        yield "cpu"
+
+
+@pytest.fixture(autouse=True)
+def kernels(request) -> str:
+    """For op tests whose tensors stay on the CPU (they do not take ``device``):
+    "cpu" runs the CPU kernels, "emulated" the ops' CUDA kernels on the host
+    emulator (pytest_generate_tests adds that variant to every test under an
+    ``ops`` marker). Every other test simply gets "cpu"."""
+    which = getattr(request, "param", "cpu")
+    if which == "cpu":
+        yield which
+        return
+    ops = request.node.get_closest_marker("ops").args
+    reason = emulated_skip_reason(ops)
+    if reason:
+        pytest.skip(reason)
+    with emulated_kernels(ops):
+        yield which
+
+
+def pytest_generate_tests(metafunc):
+    if "device" not in metafunc.fixturenames and metafunc.definition.get_closest_marker("ops") is not None:
+        metafunc.parametrize("kernels", ["cpu", pytest.param("emulated", marks=pytest.mark.emulated)],
+                             indirect=True)
 
 
 # -------------------------------------------------------------------- inputs --
@@ -130,9 +199,21 @@ class Maker:
         return t.requires_grad_(requires_grad)
 
 
+def _seed_id(node) -> str:
+    """The test's id without its ``kernels`` variant, so that the CPU and the
+    emulated kernels see the same inputs (the ones the test had before the
+    variant existed)."""
+    which = getattr(getattr(node, "callspec", None), "params", {}).get("kernels")
+    if which is None:
+        return node.nodeid
+    return re.sub(rf"\[{which}\]$|(?<=\[){which}-|-{which}(?=\]$)", "", node.nodeid, count=1)
+
+
 @pytest.fixture
 def make(request) -> Maker:
-    return Maker(zlib.crc32(request.node.nodeid.encode()))
+    """Tensors on the test's ``device`` (when it takes that fixture), else the CPU."""
+    device = request.getfixturevalue("device") if "device" in request.fixturenames else "cpu"
+    return Maker(zlib.crc32(_seed_id(request.node).encode()), device)
 
 
 @pytest.fixture

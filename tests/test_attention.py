@@ -13,6 +13,9 @@ from fusedseq import reference
 from conftest import (FP32_RTOL, assert_accurate, check_against_reference, dtype_params, fwd_bwd, nbytes,
                       poison_heap, rel_err, torch_attention, with_views)
 
+# The ops these tests run: their emulated (and CUDA) variants need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("attention_fwd", "attention_bwd")
+
 ops = torch.ops.fusedseq
 
 # (id, B, Hq, Hkv, Nq, Nk, D, causal, layout, scale). B=None: unbatched 3-D.

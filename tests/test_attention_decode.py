@@ -14,6 +14,9 @@ from fusedseq import reference
 
 from conftest import check_against_reference, dtype_params, rel_err, torch_attention
 
+# The ops these tests run: their emulated (and CUDA) variants need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("attention_fwd", "attention_bwd")
+
 # (B, Hq, Hkv, Nq, Nk, D): B = 1 splits the keys; B = 4 has tiles enough.
 SHAPES = [
     (1, 8, 2, 1, 3000, 64),

@@ -16,6 +16,10 @@ from fusedseq.ops.attention import attention_dropout_mask
 
 from conftest import fwd_bwd, rel_err
 
+# The ops these tests run: their emulated (and CUDA) variants need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("attention_fwd", "attention_bwd", "attention_varlen_fwd", "attention_varlen_bwd",
+                             "attention_dropout_mask")
+
 ops = torch.ops.fusedseq
 M32 = 0xFFFFFFFF
 

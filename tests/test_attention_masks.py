@@ -17,6 +17,9 @@ from fusedseq import reference
 
 from conftest import FP32_RTOL, check_against_reference, dtype_params, fwd_bwd, rel_err
 
+# The ops these tests run: their emulated (and CUDA) variants need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("attention_fwd", "attention_bwd")
+
 B, HQ, HKV, NQ, NK, D = 2, 4, 2, 70, 150, 16
 
 

@@ -20,6 +20,9 @@ from fusedseq import reference
 
 from conftest import FP32_RTOL, fwd_bwd, rel_err
 
+# The ops these tests run: their emulated (and CUDA) variants need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("attention_fwd", "attention_bwd")
+
 ops = torch.ops.fusedseq
 
 

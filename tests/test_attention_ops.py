@@ -14,6 +14,10 @@ from fusedseq import reference
 
 from conftest import FP32_RTOL, assert_accurate, fwd_bwd, rel_err, torch_attention
 
+# The ops these tests run: their emulated (and CUDA) variants need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("attention_fwd", "attention_bwd", "attention_varlen_fwd", "attention_varlen_bwd",
+                             "attention_dropout_mask")
+
 ops = torch.ops.fusedseq
 
 

@@ -13,6 +13,9 @@ from fusedseq import reference
 
 from conftest import check_against_reference, dtype_params, fwd_bwd, rel_err
 
+# The ops these tests run: their emulated (and CUDA) variants need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("attention_varlen_fwd", "attention_varlen_bwd", "attention_fwd", "attention_bwd")
+
 
 def cu_seqlens(lens):
     return torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32)

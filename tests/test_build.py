@@ -68,7 +68,8 @@ def test_build_info_keys_and_types():
     info = fusedseq.build_info()
     expected = {"version": str, "torch_version": str, "torch_target_version": str, "cuda_compiled": bool,
                 "cuda_archs": str, "cuda_ops": list, "cpu_isa": str, "cpu_isas_compiled": list,
-                "cpu_isas_runnable": list, "torch_version_runtime": str, "cuda_available": bool}
+                "cpu_isas_runnable": list, "torch_version_runtime": str, "cuda_available": bool,
+                "emulated_compiled": bool, "emulated_ops": list}
     for key, typ in expected.items():
         assert key in info, key
         assert isinstance(info[key], typ), (key, info[key])
@@ -257,12 +258,103 @@ def test_fake_kernels_on_meta_tensors(dtype):
 
 
 def test_every_op_has_tests_for_both_devices(request):
-    """The op tests take the ``device`` fixture, so each has a CUDA variant;
-    on this machine those must be collected and skipped, not absent."""
-    items = [i for i in request.session.items if "[cuda" in i.nodeid]
+    """The op tests take the ``device`` fixture, so each has a CUDA variant and
+    an emulated one; on this machine those must be collected and skipped
+    (until an op has a CUDA kernel), not absent."""
     if not any("test_attention.py" in i.nodeid for i in request.session.items):
         pytest.skip("only meaningful when the op test files are collected together")
-    files = {pathlib.Path(i.fspath).name for i in items}
-    assert {"test_rnn_cell.py", "test_rnn.py", "test_lstm_gru.py", "test_attention.py"} <= files
-    marked = {op for i in items for m in i.iter_markers("ops") for op in m.args}
-    assert set(ALL_OPS) <= marked
+    for variant in ("[cuda", "[emulated"):
+        items = [i for i in request.session.items if variant in i.nodeid]
+        files = {pathlib.Path(i.fspath).name for i in items}
+        assert {"test_rnn_cell.py", "test_rnn.py", "test_lstm_gru.py", "test_attention.py"} <= files, variant
+        marked = {op for i in items for m in i.iter_markers("ops") for op in m.args}
+        assert set(ALL_OPS) <= marked, variant
+
+
+def _cmake() -> str | None:
+    here = pathlib.Path(sys.executable).parent / "cmake"
+    return str(here) if here.exists() else shutil.which("cmake")
+
+
+@pytest.mark.skipif(_cmake() is None, reason="needs cmake")
+def test_per_file_cuda_arch_lists(tmp_path):
+    """cmake/cuda_archs.cmake: a *_sm90a.cu file is compiled for 90a alone (never
+    sm_80), *_sm90.cu for 90 and newer, any other file for every arch; PTX only
+    for the highest plain arch of each file."""
+    script = f"""
+include("{ROOT / 'cmake' / 'cuda_archs.cmake'}")
+set(FUSEDSEQ_CUDA_ARCHS "80;90;90a")
+foreach(f attention.cu attention_sm90a.cu tma_sm90.cu blackwell_sm100a.cu)
+  fusedseq_cuda_file_archs("${{f}}" archs)
+  fusedseq_gencode("${{archs}}" flags)
+  message("${{f}}|${{archs}}|${{flags}}")
+endforeach()
+"""
+    path = tmp_path / "archs.cmake"
+    path.write_text(script)
+    out = subprocess.run([_cmake(), "-P", str(path)], capture_output=True, text=True, check=True).stderr
+    got = {f: (archs, flags) for f, archs, flags in (line.split("|") for line in out.strip().splitlines())}
+    gen = lambda a: f"-gencode=arch=compute_{a},code=sm_{a}"  # noqa: E731
+    ptx = lambda a: f"-gencode=arch=compute_{a},code=compute_{a}"  # noqa: E731
+    assert got["attention.cu"] == ("80;90;90a", ";".join([gen(80), gen(90), gen("90a"), ptx(90)]))
+    assert got["attention_sm90a.cu"] == ("90a", gen("90a"))
+    assert got["tma_sm90.cu"] == ("90;90a", ";".join([gen(90), gen("90a"), ptx(90)]))
+    assert got["blackwell_sm100a.cu"] == ("", "")
+
+
+# -------------------------------------------------------- emulated kernels --
+needs_emulated = pytest.mark.skipif(not fusedseq.emulated.available(),
+                                    reason="this build has no emulated library (FUSEDSEQ_EMULATED=OFF)")
+
+
+@needs_emulated
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_emulated_op_has_fusedseqs_schema(name):
+    """torch.ops.fusedseq_emulated.<op> is declared from the same schema list."""
+    op = getattr(torch.ops.fusedseq_emulated, name).default
+    assert str(op._schema) == SCHEMAS[name].replace("fusedseq::", "fusedseq_emulated::", 1)
+
+
+def test_cuda_and_emulated_ops_come_from_one_list():
+    """build_info()["cuda_ops"] and ["emulated_ops"] are both the list the
+    kernels are registered from (csrc/bindings/cuda_ops.h); no public op has
+    a CUDA kernel yet (issues 10 and 11 add them)."""
+    info = fusedseq.build_info()
+    assert set(info["emulated_ops"]) <= set(ALL_OPS)
+    if info["cuda_compiled"] and info["emulated_compiled"]:
+        assert info["cuda_ops"] == info["emulated_ops"]
+    for op in info["emulated_ops"]:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedseq_emulated::{op}", "CPU")
+    for op in set(ALL_OPS) - set(info["emulated_ops"]):
+        if info["emulated_compiled"]:
+            assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"fusedseq_emulated::{op}", "CPU")
+
+
+@needs_emulated
+def test_emulated_variant_routes_the_op_to_the_emulated_kernel(make):
+    """What the "emulated" device variant does: inside emulated_kernels(),
+    torch.ops.fusedseq.<op> on CPU tensors reaches
+    torch.ops.fusedseq_emulated.<op>, under the public function, autograd and
+    all; outside it, the CPU kernel again. (No op has an emulated kernel yet,
+    so a Python stand-in plays the emulated kernel here.)"""
+    from conftest import emulated_kernels
+
+    calls = []
+
+    def stand_in(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+        calls.append(nonlinearity)
+        return torch.tanh(x @ w_ih.t() + h @ w_hh.t())
+
+    lib = torch.library.Library("fusedseq_emulated", "IMPL")
+    lib.impl("rnn_cell", stand_in, "CPU")
+    try:
+        x, h, w_ih, w_hh = make(3, 4), make(3, 5), make(5, 4), make(5, 5)
+        ref = torch.tanh(x @ w_ih.t() + h @ w_hh.t())
+        with emulated_kernels(["rnn_cell"]):
+            out = fusedseq.rnn_cell(x, h, w_ih, w_hh)
+        assert calls == ["tanh"]
+        torch.testing.assert_close(out, ref)
+        fusedseq.rnn_cell(x, h, w_ih, w_hh)
+        assert calls == ["tanh"], "the CPU kernel must be back outside the context"
+    finally:
+        lib._destroy()

@@ -13,12 +13,15 @@ from conftest import (FP32_RTOL, assert_accurate, assert_compiled_matches_eager,
                       fwd_bwd, nbytes, poison_heap, rel_err, rnn_weights, torch_rnn, with_views)
 
 ops = torch.ops.fusedseq
+# The CUDA and emulated variants of every test here need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("rnn", "rnn_backward")
 
 # (id, T, B, I, H, (b_ih?, b_hh?), h0 given?, layout). B=None: unbatched.
 # "batch_first": x is (B, T, I), which the op sees as a transposed (T, B, I) view.
 # "noncontig": batch_first plus transposed views of both weights and every
 # other column of a (B, 2H) h0. "expanded_x": the same input at every step,
-# a (1, B, I) tensor expanded over T (stride 0, overlapping).
+# a (1, B, I) tensor expanded over T (stride 0, overlapping). "rows_padded": h0
+# and both weights are views whose rows lie further apart than their width.
 CASES = [
     ("T1_B1_I1_H1", 1, 1, 1, 1, (True, True), True, "contig"),
     ("T1_nobias_h0", 1, 3, 5, 4, (False, False), False, "contig"),
@@ -26,6 +29,7 @@ CASES = [
     ("batch_first", 5, 3, 8, 16, (True, True), True, "batch_first"),
     ("odd_bhh_only_h0", 17, 4, 33, 65, (False, True), False, "contig"),
     ("noncontig", 9, 5, 12, 20, (True, True), True, "noncontig"),
+    ("rows_padded", 6, 3, 5, 18, (True, True), True, "rows_padded"),
     ("long", 60, 2, 16, 40, (True, True), True, "contig"),
     ("wide", 8, 16, 130, 257, (True, True), True, "batch_first"),
     ("bench_shape", 200, 16, 256, 256, (True, True), True, "contig"),
@@ -51,6 +55,9 @@ def rnn_case(make, T, B, I, H, bias, h0_given, layout):
         w_ih, w_hh = w_ih.T.contiguous(), w_hh.T.contiguous()
         h0 = make(B, 2 * H) if h0_given else None
         views = {"w_ih": lambda t: t.T, "w_hh": lambda t: t.T, "h0": lambda t: t[:, ::2]}
+    if layout == "rows_padded":
+        w_ih, w_hh, h0 = torch.cat([w_ih, make(H, 3)], 1), torch.cat([w_hh, make(H, 4)], 1), make(B, H + 6)
+        views = {"w_ih": lambda t: t[:, :I], "w_hh": lambda t: t[:, :H], "h0": lambda t: t[:, :H]}
     return dict(x=x, h0=h0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh), views, batch_first
 
 
@@ -76,7 +83,7 @@ def test_rnn_forward_backward(case, nonlinearity, dtype, device, make):
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_partial_requires_grad(nonlinearity, make):
+def test_partial_requires_grad(nonlinearity, device, make):
     """Only the weights need gradients, the usual training case; then only x."""
     T, B, I, H = 7, 3, 5, 6
     w_ih, w_hh, b_ih, b_hh = rnn_weights(make, I, H)
@@ -93,7 +100,7 @@ def test_partial_requires_grad(nonlinearity, make):
             assert rel_err(got[n], ref[n]) <= FP32_RTOL, n
 
 
-def test_inference_mode(make):
+def test_inference_mode(device, make):
     x, h0 = make(5, 2, 3), make(2, 4)
     ws = [t.float() for t in rnn_weights(make, 3, 4)]
     with torch.inference_mode():
@@ -104,7 +111,7 @@ def test_inference_mode(make):
 
 @pytest.mark.parametrize("dtype", dtype_params([torch.float32, torch.float64, torch.bfloat16]))
 @pytest.mark.parametrize("used", ["output_only", "h_n_only"])
-def test_loss_on_one_output(used, dtype, make):
+def test_loss_on_one_output(used, dtype, device, make):
     """A loss on h_n alone (or output alone): the other output's gradient is None."""
     w_ih, w_hh, b_ih, b_hh = rnn_weights(make, 6, 10)
     inputs = dict(x=make(12, 3, 6), h0=make(3, 10), w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
@@ -117,10 +124,11 @@ def test_loss_on_one_output(used, dtype, make):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("h0_given", [True, False])
-def test_matches_nn_rnn(h0_given, batch_first, bias, nonlinearity, dtype, make):
+def test_matches_nn_rnn(h0_given, batch_first, bias, nonlinearity, dtype, device, make):
     torch.manual_seed(4321)
     T, B, I, H = 11, 4, 7, 13
-    mod = torch.nn.RNN(I, H, num_layers=1, nonlinearity=nonlinearity, bias=bias, batch_first=batch_first).to(dtype)
+    mod = torch.nn.RNN(I, H, num_layers=1, nonlinearity=nonlinearity, bias=bias,
+                       batch_first=batch_first).to(device, dtype)
     x = make(*((B, T, I) if batch_first else (T, B, I)), dtype=dtype)
     h0 = make(B, H, dtype=dtype) if h0_given else None
     leaves = [x.clone().requires_grad_()] + ([h0.clone().requires_grad_()] if h0_given else [])
@@ -147,24 +155,24 @@ def _gradcheck_args(make, T, B, I, H, h0=True):
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_gradcheck(nonlinearity, make):
+def test_gradcheck(nonlinearity, device, make):
     args = _gradcheck_args(make, 4, 2, 3, 5)
     assert torch.autograd.gradcheck(lambda *a: fusedseq.rnn(*a, nonlinearity=nonlinearity), args)
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["output_only", "h_n_only"])
-def test_gradcheck_one_output(which, make):
+def test_gradcheck_one_output(which, device, make):
     args = _gradcheck_args(make, 5, 2, 3, 4)
     assert torch.autograd.gradcheck(lambda *a: fusedseq.rnn(*a)[which], args)
 
 
-def test_gradcheck_batch_first_no_h0(make):
+def test_gradcheck_batch_first_no_h0(device, make):
     args = _gradcheck_args(make, 3, 2, 4, 3, h0=False)
     x = args[0].detach().transpose(0, 1).contiguous().requires_grad_()
     assert torch.autograd.gradcheck(lambda *a: fusedseq.rnn(*a, batch_first=True), (x, *args[1:]))
 
 
-def test_gradcheck_unbatched(make):
+def test_gradcheck_unbatched(device, make):
     kw = dict(dtype=torch.float64, requires_grad=True)
     args = (make(4, 3, **kw), make(5, **kw), make(5, 3, scale=0.5, **kw), make(5, 5, scale=0.4, **kw))
     assert torch.autograd.gradcheck(lambda *a: fusedseq.rnn(*a), args)
@@ -192,13 +200,13 @@ def _raw_sample(make, dtype, T, B, I, H, bias, noncontig, requires_grad=True):
 
 
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES, ids=[s[0] for s in OPCHECK_SAMPLES])
-def test_opcheck_rnn(sample, make):
+def test_opcheck_rnn(sample, device, make):
     _, dtype, T, B, I, H, bias, nl, noncontig = sample
     torch.library.opcheck(ops.rnn.default, (*_raw_sample(make, dtype, T, B, I, H, bias, noncontig), nl))
 
 
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES, ids=[s[0] for s in OPCHECK_SAMPLES])
-def test_opcheck_rnn_backward(sample, make):
+def test_opcheck_rnn_backward(sample, device, make):
     _, dtype, T, B, I, H, bias, nl, noncontig = sample
     x, h0, w_ih, w_hh, b_ih, b_hh = _raw_sample(make, dtype, T, B, I, H, bias, noncontig, requires_grad=False)
     output, _ = ops.rnn(x, h0, w_ih, w_hh, b_ih, b_hh, nl)
@@ -207,7 +215,7 @@ def test_opcheck_rnn_backward(sample, make):
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_raw_backward_op_matches_autograd_of_reference(nonlinearity, make):
+def test_raw_backward_op_matches_autograd_of_reference(nonlinearity, device, make):
     T, B, I, H = 6, 3, 5, 7
     x, h0 = make(T, B, I, dtype=torch.float64), make(B, H, dtype=torch.float64)
     w_ih, w_hh, b_ih, b_hh = rnn_weights(make, I, H)
@@ -220,7 +228,7 @@ def test_raw_backward_op_matches_autograd_of_reference(nonlinearity, make):
         assert rel_err(got_t, ref[name]) <= 1e-12, name
 
 
-def test_compile_fullgraph(make):
+def test_compile_fullgraph(device, make):
     def f(x, h0, w_ih, w_hh, b_ih, b_hh):
         out, h_n = fusedseq.rnn(x.cos(), h0, w_ih, w_hh, b_ih, b_hh, "tanh")
         return out * 3.0, h_n.sin()
@@ -232,7 +240,7 @@ def test_compile_fullgraph(make):
 
 # ------------------------------------------------------- values and memory --
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_nan_propagates_forward_in_time_only(nonlinearity, make):
+def test_nan_propagates_forward_in_time_only(nonlinearity, device, make):
     """A NaN in x at step t, batch b poisons h_t.. of that batch row only."""
     T, B, I, H = 8, 3, 4, 6
     x, h0 = make(T, B, I), make(B, H)
@@ -242,14 +250,14 @@ def test_nan_propagates_forward_in_time_only(nonlinearity, make):
     ref, _ = reference.rnn(x.double(), h0.double(), *(w.double() for w in ws), nonlinearity=nonlinearity)
     assert out[3:, 1].isnan().all() and h_n[1].isnan().all()
     assert ref[3:, 1].isnan().all()
-    clean = torch.ones(T, B, dtype=torch.bool)
+    clean = torch.ones(T, B, dtype=torch.bool, device=out.device)
     clean[3:, 1] = False
     assert torch.isfinite(out[clean]).all()
     assert rel_err(out[clean], ref[clean]) <= FP32_RTOL
 
 
 @pytest.mark.parametrize("dtype", dtype_params())
-def test_outputs_fully_written(dtype, make):
+def test_outputs_fully_written(dtype, device, make):
     T, B, I, H = 9, 5, 13, 67
     x, h0 = make(T, B, I, dtype=dtype, requires_grad=True), make(B, H, dtype=dtype, requires_grad=True)
     ws = [t.to(dtype).requires_grad_() for t in rnn_weights(make, I, H)]
@@ -272,7 +280,7 @@ def test_outputs_fully_written(dtype, make):
 
 
 @pytest.mark.parametrize("dtype", dtype_params([torch.float32, torch.float16]))
-def test_deterministic(dtype, make):
+def test_deterministic(dtype, device, make):
     x, h0 = make(20, 6, 30, dtype=dtype, requires_grad=True), make(6, 50, dtype=dtype, requires_grad=True)
     ws = [t.to(dtype).requires_grad_() for t in rnn_weights(make, 30, 50)]
     cots = [make(20, 6, 50, dtype=dtype), make(6, 50, dtype=dtype)]
@@ -298,10 +306,10 @@ def test_thread_count_does_not_change_result(make):
 
 
 @pytest.mark.parametrize("autocast_dtype", dtype_params([torch.bfloat16, torch.float16]))
-def test_autocast(autocast_dtype, make):
+def test_autocast(autocast_dtype, device, make):
     x, h0 = make(10, 4, 12), make(4, 16)
     ws = [t.float() for t in rnn_weights(make, 12, 16)]
-    with torch.autocast("cpu", dtype=autocast_dtype):
+    with torch.autocast(torch.device(device).type, dtype=autocast_dtype):
         out, h_n = fusedseq.rnn(x, h0, *ws)
     assert out.dtype == h_n.dtype == autocast_dtype
     rounded = [t.to(autocast_dtype) for t in (x, h0, *ws)]
@@ -311,7 +319,7 @@ def test_autocast(autocast_dtype, make):
     assert_accurate(h_n, ref_hn, autocast_dtype, baseline=base_hn, what="h_n")
 
 
-def test_double_backward_is_refused(make):
+def test_double_backward_is_refused(device, make):
     """Differentiating the gradient must raise, not silently return zeros."""
     args = _gradcheck_args(make, 3, 2, 3, 4)
     x = args[0]
@@ -324,14 +332,14 @@ def test_double_backward_is_refused(make):
 # of the parallel threshold; fp32 both ways.
 @pytest.mark.parametrize("H", [1, 3, 8, 9, 16, 17, 33, 130])
 @pytest.mark.parametrize("B", [1, 40])
-def test_width_sweep(B, H, make):
+def test_width_sweep(B, H, device, make):
     I = H + 5
     w_ih, w_hh, b_ih, b_hh = rnn_weights(make, I, H)
     inputs = dict(x=make(4, B, I), h0=make(B, H), w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     check_against_reference(fusedseq.rnn, reference.rnn, inputs, torch.float32, make, out_names=("output", "h_n"))
 
 
-def test_compile_fullgraph_backward_op(make):
+def test_compile_fullgraph_backward_op(device, make):
     torch._dynamo.reset()
     T, B, I, H = 5, 3, 4, 6
     x, h0 = make(T, B, I), make(B, H)

@@ -13,6 +13,8 @@ from conftest import (DTYPE_IDS, FP32_RTOL, assert_accurate, check_against_refer
                       nbytes, poison_heap, rel_err, rnn_weights, torch_rnn_cell, with_views)
 
 ops = torch.ops.fusedseq
+# The CUDA and emulated variants of every test here need these ops' CUDA kernels.
+pytestmark = pytest.mark.ops("rnn_cell", "rnn_cell_backward")
 
 # (id, B, I, H, (b_ih?, b_hh?), h given?, layout). B=None: unbatched (x (I,), h (H,)).
 # "noncontig": x is a transposed (I, B) view, w_ih a transposed (I, H) view and
@@ -24,6 +26,7 @@ CASES = [
     ("odd_bih_only", 3, 33, 17, (True, False), True, "contig"),
     ("bhh_only_h0_noncontig", 5, 8, 12, (False, True), False, "noncontig"),
     ("wide", 16, 130, 257, (True, True), True, "contig"),
+    ("rows_padded", 5, 8, 12, (True, True), True, "rows_padded"),
     ("unbatched", None, 9, 6, (True, True), True, "contig"),
     ("unbatched_h0", None, 9, 6, (False, False), False, "contig"),
 ]
@@ -40,6 +43,13 @@ def cell_case(make, B, I, H, bias, h_given, layout):
         x, h = make(I, B), (make(B, 2 * H) if h_given else None)
         w_ih = w_ih.T.contiguous()
         views = {"x": lambda t: t.T, "w_ih": lambda t: t.T, "h": lambda t: t[:, ::2]}
+    elif layout == "rows_padded":
+        # Views whose rows are further apart than their width: the kernel
+        # reads them in place through the params' row strides.
+        x, h = make(B, I + 3), make(B, H + 5)
+        w_ih, w_hh = torch.cat([w_ih, make(H, 2)], 1), torch.cat([w_hh, make(H, 7)], 1)
+        views = {"x": lambda t: t[:, :I], "h": lambda t: t[:, :H], "w_ih": lambda t: t[:, :I],
+                 "w_hh": lambda t: t[:, :H]}
     else:
         x, h = make(B, I), (make(B, H) if h_given else None)
     inputs = dict(x=x, h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
@@ -53,7 +63,7 @@ def cell_case(make, B, I, H, bias, h_given, layout):
 def test_rnn_cell_forward_backward(case, nonlinearity, dtype, device, make):
     _, B, I, H, bias, h_given, layout = case
     inputs, views = cell_case(make, B, I, H, bias, h_given, layout)
-    if layout == "noncontig":
+    if layout in ("noncontig", "rows_padded"):
         for name in ("x", "w_ih", "h"):
             if inputs[name] is not None:
                 assert not views[name](inputs[name]).is_contiguous()
@@ -75,9 +85,9 @@ def test_rnn_cell_forward_backward(case, nonlinearity, dtype, device, make):
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("batched,h_given", [(True, True), (True, False), (False, True)])
-def test_matches_nn_rnncell(batched, h_given, bias, nonlinearity, dtype, make):
+def test_matches_nn_rnncell(batched, h_given, bias, nonlinearity, dtype, device, make):
     torch.manual_seed(1234)
-    cell = torch.nn.RNNCell(10, 20, bias=bias, nonlinearity=nonlinearity).to(dtype)
+    cell = torch.nn.RNNCell(10, 20, bias=bias, nonlinearity=nonlinearity).to(device, dtype)
     x = make(6, 10, dtype=dtype) if batched else make(10, dtype=dtype)
     h = (make(6, 20, dtype=dtype) if batched else make(20, dtype=dtype)) if h_given else None
     xt, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -97,7 +107,7 @@ def test_matches_nn_rnncell(batched, h_given, bias, nonlinearity, dtype, make):
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("h_given", [True, False])
-def test_gradcheck(nonlinearity, h_given, make):
+def test_gradcheck(nonlinearity, h_given, device, make):
     kw = dict(dtype=torch.float64, requires_grad=True)
     x, h = make(3, 4, **kw), (make(3, 5, **kw) if h_given else None)
     w_ih, w_hh, b_ih, b_hh = make(5, 4, **kw), make(5, 5, **kw), make(5, **kw), make(5, **kw)
@@ -106,14 +116,14 @@ def test_gradcheck(nonlinearity, h_given, make):
         (x, h, w_ih, w_hh, b_ih, b_hh))
 
 
-def test_gradcheck_unbatched_no_bias(make):
+def test_gradcheck_unbatched_no_bias(device, make):
     kw = dict(dtype=torch.float64, requires_grad=True)
     args = (make(4, **kw), make(3, **kw), make(3, 4, **kw), make(3, 3, **kw))
     assert torch.autograd.gradcheck(lambda *a: fusedseq.rnn_cell(*a, nonlinearity="tanh"), args)
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_partial_requires_grad(nonlinearity, make):
+def test_partial_requires_grad(nonlinearity, device, make):
     """Only the weights need gradients (the usual training case)."""
     x, h = make(4, 6), make(4, 8)
     w_ih, w_hh, b_ih, b_hh = (t.float() for t in rnn_weights(make, 6, 8, dtype=torch.float64))
@@ -128,7 +138,7 @@ def test_partial_requires_grad(nonlinearity, make):
     assert rel_err(gw[1], ref["w_hh"]) <= FP32_RTOL
 
 
-def test_inference_mode(make):
+def test_inference_mode(device, make):
     x, h = make(3, 4), make(3, 5)
     ws = [t.float() for t in rnn_weights(make, 4, 5)]
     with torch.inference_mode():
@@ -158,14 +168,14 @@ def _raw_sample(make, dtype, B, I, H, bias, noncontig, requires_grad=True):
 
 
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES, ids=[s[0] for s in OPCHECK_SAMPLES])
-def test_opcheck_rnn_cell(sample, make):
+def test_opcheck_rnn_cell(sample, device, make):
     _, dtype, B, I, H, bias, nl, noncontig = sample
     args = _raw_sample(make, dtype, B, I, H, bias, noncontig)
     torch.library.opcheck(ops.rnn_cell.default, (*args, nl))
 
 
 @pytest.mark.parametrize("sample", OPCHECK_SAMPLES, ids=[s[0] for s in OPCHECK_SAMPLES])
-def test_opcheck_rnn_cell_backward(sample, make):
+def test_opcheck_rnn_cell_backward(sample, device, make):
     _, dtype, B, I, H, bias, nl, noncontig = sample
     x, h, w_ih, w_hh, b_ih, b_hh = _raw_sample(make, dtype, B, I, H, bias, noncontig, requires_grad=False)
     h_next = ops.rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh, nl)
@@ -173,7 +183,7 @@ def test_opcheck_rnn_cell_backward(sample, make):
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_raw_backward_op_matches_autograd_of_reference(nonlinearity, make):
+def test_raw_backward_op_matches_autograd_of_reference(nonlinearity, device, make):
     """The backward op on its own: grad_b is the gradient of either bias."""
     x, h = make(5, 7, dtype=torch.float64), make(5, 9, dtype=torch.float64)
     w_ih, w_hh, b_ih, b_hh = rnn_weights(make, 7, 9)
@@ -187,7 +197,7 @@ def test_raw_backward_op_matches_autograd_of_reference(nonlinearity, make):
     assert rel_err(got[4], ref["b_hh"]) <= 1e-12
 
 
-def test_compile_fullgraph(make):
+def test_compile_fullgraph(device, make):
     torch._dynamo.reset()
 
     def f(x, h, w_ih, w_hh, b_ih, b_hh):
@@ -210,7 +220,7 @@ def test_compile_fullgraph(make):
 # ------------------------------------------------------- values and memory --
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("bad", ["nan_x", "inf_x", "nan_h", "neg_inf_h"])
-def test_non_finite_propagates_like_reference(bad, nonlinearity, make):
+def test_non_finite_propagates_like_reference(bad, nonlinearity, device, make):
     x, h = make(4, 6), make(4, 5)
     w_ih, w_hh, b_ih, b_hh = (t.float() for t in rnn_weights(make, 6, 5))
     value = {"nan": math.nan, "inf": math.inf, "neg": -math.inf}[bad.split("_")[0]]
@@ -228,7 +238,7 @@ def test_non_finite_propagates_like_reference(bad, nonlinearity, make):
 
 
 @pytest.mark.parametrize("dtype", dtype_params())
-def test_outputs_fully_written(dtype, make):
+def test_outputs_fully_written(dtype, device, make):
     """Outputs are freshly allocated; heap chunks of their sizes are filled
     with NaN bytes first, so any element a kernel forgets to write shows up."""
     B, I, H = 7, 37, 67
@@ -253,7 +263,7 @@ def test_outputs_fully_written(dtype, make):
 
 
 @pytest.mark.parametrize("dtype", dtype_params([torch.float32, torch.bfloat16]))
-def test_deterministic(dtype, make):
+def test_deterministic(dtype, device, make):
     x, h = make(9, 40, dtype=dtype, requires_grad=True), make(9, 70, dtype=dtype, requires_grad=True)
     ws = [t.to(dtype).requires_grad_() for t in rnn_weights(make, 40, 70)]
     g = make(9, 70, dtype=dtype)
@@ -279,10 +289,10 @@ def test_thread_count_does_not_change_result(make):
 
 
 @pytest.mark.parametrize("autocast_dtype", dtype_params([torch.bfloat16, torch.float16]))
-def test_autocast(autocast_dtype, make):
+def test_autocast(autocast_dtype, device, make):
     x, h = make(8, 24), make(8, 32)
     w_ih, w_hh, b_ih, b_hh = (t.float() for t in rnn_weights(make, 24, 32))
-    with torch.autocast("cpu", dtype=autocast_dtype):
+    with torch.autocast(torch.device(device).type, dtype=autocast_dtype):
         out = fusedseq.rnn_cell(x, h, w_ih, w_hh, b_ih, b_hh)
     assert out.dtype == autocast_dtype
     rounded = [t.to(autocast_dtype) for t in (x, h, w_ih, w_hh, b_ih, b_hh)]
@@ -290,21 +300,21 @@ def test_autocast(autocast_dtype, make):
     assert_accurate(out, ref, autocast_dtype, baseline=torch_rnn_cell(*rounded))
 
 
-def test_autocast_backward_gives_fp32_grads(make):
+def test_autocast_backward_gives_fp32_grads(device, make):
     x = make(4, 6, requires_grad=True)
     h = make(4, 5, requires_grad=True)
     ws = [t.float().requires_grad_() for t in rnn_weights(make, 6, 5)]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
         out = fusedseq.rnn_cell(x, h, *ws)
     grads = torch.autograd.grad(out.float().sum(), [x, h, *ws])
     _, ref = fwd_bwd(reference.rnn_cell, dict(x=x, h=h, w_ih=ws[0], w_hh=ws[1], b_ih=ws[2], b_hh=ws[3]),
-                     [torch.ones(4, 5)], dtype=torch.float64)
+                     [torch.ones(4, 5, device=device)], dtype=torch.float64)
     for got, name in zip(grads, ["x", "h", "w_ih", "w_hh", "b_ih", "b_hh"]):
         assert got.dtype == torch.float32
         assert rel_err(got, ref[name]) <= 2e-2, name  # bf16 forward: only the plumbing is checked
 
 
-def test_double_backward_is_refused(make):
+def test_double_backward_is_refused(device, make):
     """Differentiating the gradient must raise, not silently return zeros
     (which would corrupt e.g. a gradient penalty)."""
     kw = dict(dtype=torch.float64, requires_grad=True)
@@ -318,14 +328,14 @@ def test_double_backward_is_refused(make):
 # above ~32k multiply-adds: widths around those edges, fp32 both ways.
 @pytest.mark.parametrize("H", [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65, 200])
 @pytest.mark.parametrize("B", [1, 3, 70])
-def test_width_sweep(B, H, make):
+def test_width_sweep(B, H, device, make):
     I = H + 3
     w_ih, w_hh, b_ih, b_hh = rnn_weights(make, I, H)
     inputs = dict(x=make(B, I), h=make(B, H), w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
     check_against_reference(fusedseq.rnn_cell, reference.rnn_cell, inputs, torch.float32, make)
 
 
-def test_compile_fullgraph_backward_op(make):
+def test_compile_fullgraph_backward_op(device, make):
     """The backward op traced on its own (as a user's custom backward would)."""
     torch._dynamo.reset()
     x, h = make(4, 6), make(4, 8)

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 py=$PWD/${FUSEDSEQ_VENV:-.venv}/bin/python
 start=$SECONDS
 PATH="$(dirname "$py"):$PATH" cmake -S . -B build/sanitize -G Ninja -DPython_EXECUTABLE="$py" \
-  -DSKBUILD_PROJECT_VERSION=0.1.0 -DFUSEDSEQ_CUDA=OFF -DFUSEDSEQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
+  -DSKBUILD_PROJECT_VERSION=0.1.0 -DFUSEDSEQ_CUDA=OFF -DFUSEDSEQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Release \
+  -DFUSEDSEQ_EMULATED=OFF >/dev/null  # (the emulated kernels have their own ASan build: tools/ci_emulated.sh)
 PATH="$(dirname "$py"):$PATH" cmake --build build/sanitize -j 2
 pkg=build/sanitize/pkg
 rm -rf "$pkg" && mkdir -p "$pkg"

@@ -7,6 +7,8 @@
 #                    build; use torch==2.14.1 for the CUDA 13 build)
 #   FUSEDSEQ_VENV    where the environment goes (default .venv)
 #   FUSEDSEQ_CUDA    AUTO | ON | OFF (see CMakeLists.txt)
+#   FUSEDSEQ_EMULATED ON | OFF: also build the CUDA kernels for the host SIMT
+#                    emulator (fusedseq._emulated, for tests; default ON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${FUSEDSEQ_VENV:-.venv}
@@ -23,8 +25,10 @@ py="$venv/bin/python"
 # the stable ABI. `pip install .` with isolation works too, only slower.)
 "$py" -m pip install -q --disable-pip-version-check "$torch_req" numpy pybind11 "scikit-build-core>=0.10" \
   cmake ninja tqdm matplotlib pytest expecttest hypothesis
-# Test-only: the transformers integration's tests (fusedseq itself never imports it).
-"$py" -m pip install -q --disable-pip-version-check "transformers>=4.56"
+# Test-only: the transformers integration's tests (fusedseq itself never
+# imports it), and nvidia-cutlass, whose CuTe headers check the emulator's
+# tensor-core fragment maps (tests/test_fragments_cute.py).
+"$py" -m pip install -q --disable-pip-version-check "transformers>=4.56" nvidia-cutlass
 # One build folder per environment, so that switching between .venv and
 # .venv-cuda (or re-running after a failed build) recompiles only what changed.
 "$py" -m pip install -q --disable-pip-version-check --no-build-isolation \

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "bindings/checks.h"
+#include "bindings/cuda_ops.h"
 #include "bindings/stable.h"
 #include "cpu/attention_plan.h"
 #include "cpu/kernels_cpu.h"
@@ -446,13 +447,13 @@ Tensor attention_dropout_mask(const Tensor& q, int64_t Nk, double dropout_p, int
 // and mkldnn tensors dispatch to their own keys; registering there too lets
 // the layout check name the offending argument instead of the dispatcher's
 // generic "could not run" error.
-#define FUSEDSEQ_ATTENTION_IMPLS(KEY)                                     \
-  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                           \
-    m.impl("attention_fwd", TORCH_BOX(&attention_fwd));                   \
-    m.impl("attention_bwd", TORCH_BOX(&attention_bwd));                   \
-    m.impl("attention_varlen_fwd", TORCH_BOX(&attention_varlen_fwd));     \
-    m.impl("attention_varlen_bwd", TORCH_BOX(&attention_varlen_bwd));     \
-    m.impl("attention_dropout_mask", TORCH_BOX(&attention_dropout_mask)); \
+#define FUSEDSEQ_ATTENTION_IMPLS(KEY)                                                         \
+  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                                               \
+    register_generic(m, #KEY, "attention_fwd", TORCH_BOX(&attention_fwd));                   \
+    register_generic(m, #KEY, "attention_bwd", TORCH_BOX(&attention_bwd));                   \
+    register_generic(m, #KEY, "attention_varlen_fwd", TORCH_BOX(&attention_varlen_fwd));     \
+    register_generic(m, #KEY, "attention_varlen_bwd", TORCH_BOX(&attention_varlen_bwd));     \
+    register_generic(m, #KEY, "attention_dropout_mask", TORCH_BOX(&attention_dropout_mask)); \
   }
 FUSEDSEQ_ATTENTION_IMPLS(CPU)
 FUSEDSEQ_ATTENTION_IMPLS(CUDA)

@@ -7,6 +7,7 @@
 // the first three feed the input side (x W_ihᵀ + b_ih), (dz_r, dz_z, dz_n r)
 // the hidden side (h W_hhᵀ + b_hh).
 #include "bindings/checks.h"
+#include "bindings/cuda_ops.h"
 #include "bindings/recurrent.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
@@ -167,12 +168,12 @@ Grads gru_backward(const Tensor& grad_output,  // (T, B, H)
 // The same functions serve CPU and CUDA tensors (CUDA raises after the checks
 // until a CUDA kernel lands); sparse and mkldnn tensors dispatch to their own
 // keys, where the layout check names the offending argument.
-#define FUSEDSEQ_GRU_IMPLS(KEY)                                 \
-  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                 \
-    m.impl("gru_cell", TORCH_BOX(&gru_cell));                   \
-    m.impl("gru_cell_backward", TORCH_BOX(&gru_cell_backward)); \
-    m.impl("gru", TORCH_BOX(&gru));                             \
-    m.impl("gru_backward", TORCH_BOX(&gru_backward));           \
+#define FUSEDSEQ_GRU_IMPLS(KEY)                                                    \
+  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                                    \
+    register_generic(m, #KEY, "gru_cell", TORCH_BOX(&gru_cell));                   \
+    register_generic(m, #KEY, "gru_cell_backward", TORCH_BOX(&gru_cell_backward)); \
+    register_generic(m, #KEY, "gru", TORCH_BOX(&gru));                             \
+    register_generic(m, #KEY, "gru_backward", TORCH_BOX(&gru_backward));           \
   }
 FUSEDSEQ_GRU_IMPLS(CPU)
 FUSEDSEQ_GRU_IMPLS(CUDA)

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "bindings/cuda_ops.h"
 #include "bindings/schemas.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
@@ -39,8 +40,12 @@ PYBIND11_MODULE(_C, m) {
     d["cuda_archs"] = "";
     d["cuda_runtime_version"] = py::none();
 #endif
-    // Ops with a CUDA kernel in this build (the CUDA issues fill this in).
+    // Ops with a CUDA kernel in this build: the list they are registered from.
+#ifdef FUSEDSEQ_WITH_CUDA
+    d["cuda_ops"] = fusedseq::cuda_op_names();
+#else
     d["cuda_ops"] = py::list();
+#endif
     d["cpu_isa"] = std::string(fusedseq::cpu::chosen().isa);
     d["cpu_isas_compiled"] = fusedseq::cpu::compiled_isas();
     d["cpu_isas_runnable"] = fusedseq::cpu::runnable_isas();

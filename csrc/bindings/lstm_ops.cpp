@@ -5,6 +5,7 @@
 // ops as outputs, in the compute dtype (float32 for fp16/bf16 inputs): the
 // activated gates (·, 4H) and, for the sequence, every cell state (T, B, H).
 #include "bindings/checks.h"
+#include "bindings/cuda_ops.h"
 #include "bindings/recurrent.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
@@ -175,12 +176,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 // The same functions serve CPU and CUDA tensors (CUDA raises after the checks
 // until a CUDA kernel lands); sparse and mkldnn tensors dispatch to their own
 // keys, where the layout check names the offending argument.
-#define FUSEDSEQ_LSTM_IMPLS(KEY)                                  \
-  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                   \
-    m.impl("lstm_cell", TORCH_BOX(&lstm_cell));                   \
-    m.impl("lstm_cell_backward", TORCH_BOX(&lstm_cell_backward)); \
-    m.impl("lstm", TORCH_BOX(&lstm));                             \
-    m.impl("lstm_backward", TORCH_BOX(&lstm_backward));           \
+#define FUSEDSEQ_LSTM_IMPLS(KEY)                                                     \
+  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                                      \
+    register_generic(m, #KEY, "lstm_cell", TORCH_BOX(&lstm_cell));                   \
+    register_generic(m, #KEY, "lstm_cell_backward", TORCH_BOX(&lstm_cell_backward)); \
+    register_generic(m, #KEY, "lstm", TORCH_BOX(&lstm));                             \
+    register_generic(m, #KEY, "lstm_backward", TORCH_BOX(&lstm_backward));           \
   }
 FUSEDSEQ_LSTM_IMPLS(CPU)
 FUSEDSEQ_LSTM_IMPLS(CUDA)

@@ -1,6 +1,7 @@
 // torch-facing side of the RNN ops: checks, output allocation, the large
 // matrix products that belong to ATen, and the calls into the fused kernels.
 #include "bindings/checks.h"
+#include "bindings/cuda_ops.h"
 #include "bindings/recurrent.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
@@ -11,6 +12,8 @@ namespace {
 using checks::like;
 using checks::shape;
 using OptTensor = std::optional<Tensor>;
+
+SeqStrides seq_strides(const Tensor& t) { return {t.stride(0), t.stride(1)}; }
 
 // The weights and biases against the input width I and the hidden width H.
 void check_weights(const char* op, const Tensor& x, int64_t I, int64_t H, const Tensor& w_ih, const Tensor& w_hh,
@@ -39,13 +42,17 @@ Tensor rnn_cell(const Tensor& x,       // (B, I)
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
-  const auto xc = as_compute(x, dt), hc = as_compute(h, dt);
-  const auto wi = as_compute(w_ih, dt), wh = as_compute(w_hh, dt);
+  // The kernel takes any row strides: only a non-unit column stride is copied.
+  const auto xc = unit_last_stride(x, dt), hc = unit_last_stride(h, dt);
+  const auto wi = unit_last_stride(w_ih, dt), wh = unit_last_stride(w_hh, dt);
   const auto bi = as_compute(b_ih, dt), bh = as_compute(b_hh, dt);
   auto out = empty({B, H}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
-    RnnCellFwdParams<T> p{ptr<T>(xc), ptr<T>(hc), ptr<T>(wi), ptr<T>(wh), ptr<T>(bi), ptr<T>(bh), ptr<T>(out),
-                          B,          I,          H,          act};
+    const RnnCellFwdParams<T> p{.x = ptr<T>(xc), .ld_x = xc.stride(0), .h = ptr<T>(hc), .ld_h = hc.stride(0),
+                                .w_ih = ptr<T>(wi), .ld_w_ih = wi.stride(0), .w_hh = ptr<T>(wh),
+                                .ld_w_hh = wh.stride(0), .b_ih = ptr<T>(bi), .b_hh = ptr<T>(bh),
+                                .h_next = ptr<T>(out), .ld_h_next = out.stride(0), .B = B, .I = I, .H = H,
+                                .act = act};
     cpu::kernels<T>().rnn_cell_forward(p, torch_parallel_for());
   });
   return to_dtype(out, x.scalar_type());
@@ -78,15 +85,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_cell_backward(const Tenso
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
-  const auto g = as_compute(grad_h_next, dt), y = as_compute(h_next, dt);
-  const auto xc = as_compute(x, dt), hc = as_compute(h, dt);
-  const auto wi = as_compute(w_ih, dt), wh = as_compute(w_hh, dt);
+  const auto g = unit_last_stride(grad_h_next, dt), y = unit_last_stride(h_next, dt);
+  const auto xc = unit_last_stride(x, dt), hc = unit_last_stride(h, dt);
+  const auto wi = unit_last_stride(w_ih, dt), wh = unit_last_stride(w_hh, dt);
   auto dz = empty({B, H}, dt, x), dx = empty({B, I}, dt, x), dh = empty({B, H}, dt, x);
   auto dwi = empty({H, I}, dt, x), dwh = empty({H, H}, dt, x), db = empty({H}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
-    RnnCellBwdParams<T> p{ptr<T>(g),  ptr<T>(y),  ptr<T>(xc),  ptr<T>(hc),  ptr<T>(wi), ptr<T>(wh),
-                          ptr<T>(dz), ptr<T>(dx), ptr<T>(dh),  ptr<T>(dwi), ptr<T>(dwh), ptr<T>(db),
-                          B,          I,          H,           act};
+    const RnnCellBwdParams<T> p{.grad_h_next = ptr<T>(g), .ld_grad_h_next = g.stride(0), .h_next = ptr<T>(y),
+                                .ld_h_next = y.stride(0), .x = ptr<T>(xc), .ld_x = xc.stride(0), .h = ptr<T>(hc),
+                                .ld_h = hc.stride(0), .w_ih = ptr<T>(wi), .ld_w_ih = wi.stride(0),
+                                .w_hh = ptr<T>(wh), .ld_w_hh = wh.stride(0), .grad_z = ptr<T>(dz),
+                                .grad_x = ptr<T>(dx), .ld_grad_x = dx.stride(0), .grad_h = ptr<T>(dh),
+                                .ld_grad_h = dh.stride(0), .grad_w_ih = ptr<T>(dwi), .ld_grad_w_ih = dwi.stride(0),
+                                .grad_w_hh = ptr<T>(dwh), .ld_grad_w_hh = dwh.stride(0), .grad_b = ptr<T>(db),
+                                .B = B, .I = I, .H = H, .act = act};
     cpu::kernels<T>().rnn_cell_backward(p, torch_parallel_for());
   });
   const auto st = x.scalar_type();
@@ -116,7 +128,7 @@ std::tuple<Tensor, Tensor> rnn(const Tensor& x,        // (T, B, I)
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
-  const auto xc = as_compute(x, dt), hc = as_compute(h0, dt), wh = as_compute(w_hh, dt);
+  const auto xc = as_compute(x, dt), hc = unit_last_stride(h0, dt), wh = unit_last_stride(w_hh, dt);
   const auto wi = to_dtype(w_ih, dt);
   const auto bi = as_compute(b_ih, dt), bh = as_compute(b_hh, dt);
   // The input projection of every step is one large product, written straight
@@ -124,7 +136,10 @@ std::tuple<Tensor, Tensor> rnn(const Tensor& x,        // (T, B, I)
   auto out = empty({T_, B, H}, dt, x);
   mm_out(view2d(out, T_ * B, H), view2d(xc, T_ * B, I), t(wi));
   dispatch_compute(dt, [&]<typename T>() {
-    RnnSeqFwdParams<T> p{ptr<T>(hc), ptr<T>(wh), ptr<T>(bi), ptr<T>(bh), ptr<T>(out), T_, B, H, act};
+    const RnnSeqFwdParams<T> p{.h0 = ptr<T>(hc), .ld_h0 = hc.stride(0), .w_hh = ptr<T>(wh),
+                               .ld_w_hh = wh.stride(0), .b_ih = ptr<T>(bi), .b_hh = ptr<T>(bh),
+                               .out = ptr<T>(out), .out_st = seq_strides(out), .T_ = T_, .B = B, .H = H,
+                               .act = act, .grid_barrier = nullptr};
     cpu::kernels<T>().rnn_seq_forward(p, torch_parallel_for());
   });
   const auto st = x.scalar_type();
@@ -162,13 +177,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
-  const auto go = as_compute(grad_output, dt), gh = as_compute(grad_h_n, dt), y = as_compute(output, dt);
-  const auto xc = as_compute(x, dt), hc = as_compute(h0, dt);
-  const auto wi = as_compute(w_ih, dt), wh = as_compute(w_hh, dt);
+  const auto go = unit_last_stride(grad_output, dt), gh = unit_last_stride(grad_h_n, dt);
+  const auto y = as_compute(output, dt), xc = as_compute(x, dt), hc = as_compute(h0, dt);
+  const auto wi = as_compute(w_ih, dt), wh = unit_last_stride(w_hh, dt);
   auto dz = empty({T_, B, H}, dt, x);
   auto dh0 = empty({B, H}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
-    RnnSeqBwdParams<T> p{ptr<T>(go), ptr<T>(gh), ptr<T>(y), ptr<T>(wh), ptr<T>(dz), ptr<T>(dh0), T_, B, H, act};
+    const RnnSeqBwdParams<T> p{.grad_out = ptr<T>(go), .grad_out_st = seq_strides(go), .grad_h_n = ptr<T>(gh),
+                               .ld_grad_h_n = gh.stride(0), .out = ptr<T>(y), .out_st = seq_strides(y),
+                               .w_hh = ptr<T>(wh), .ld_w_hh = wh.stride(0), .grad_z = ptr<T>(dz),
+                               .grad_z_st = seq_strides(dz), .grad_h0 = ptr<T>(dh0), .ld_grad_h0 = dh0.stride(0),
+                               .T_ = T_, .B = B, .H = H, .act = act, .grid_barrier = nullptr};
     cpu::kernels<T>().rnn_seq_backward(p, torch_parallel_for());
   });
   // Everything left is a large product over all T·B rows at once. Step t saw
@@ -190,10 +209,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
 // lets the layout check name the offending argument.
 #define FUSEDSEQ_RNN_IMPLS(KEY)                                     \
   STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                     \
-    m.impl("rnn_cell", TORCH_BOX(&rnn_cell));                       \
-    m.impl("rnn_cell_backward", TORCH_BOX(&rnn_cell_backward));     \
-    m.impl("rnn", TORCH_BOX(&rnn));                                 \
-    m.impl("rnn_backward", TORCH_BOX(&rnn_backward));               \
+    register_generic(m, #KEY, "rnn_cell", TORCH_BOX(&rnn_cell));    \
+    register_generic(m, #KEY, "rnn_cell_backward", TORCH_BOX(&rnn_cell_backward)); \
+    register_generic(m, #KEY, "rnn", TORCH_BOX(&rnn));              \
+    register_generic(m, #KEY, "rnn_backward", TORCH_BOX(&rnn_backward)); \
   }
 FUSEDSEQ_RNN_IMPLS(CPU)
 FUSEDSEQ_RNN_IMPLS(CUDA)

@@ -20,17 +20,23 @@ enum class Activation : int32_t { Tanh = 0, Relu = 1 };
 using ParallelFor = std::function<void(int64_t begin, int64_t end, int64_t grain,
                                        const std::function<void(int64_t, int64_t)>& body)>;
 
+// Strides (in elements) of a (T, B, H) sequence over its T and B dims.
+struct SeqStrides {
+  int64_t t, b;
+};
+
 // ---------------------------------------------------------------- RNN cell --
-// h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh). All matrices row-major, contiguous.
+// h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh). Matrices are row-major with the
+// row strides given (ld_*), vectors contiguous.
 template <typename T>
 struct RnnCellFwdParams {
-  const T* x;     // (B, I)
-  const T* h;     // (B, H)
-  const T* w_ih;  // (H, I)
-  const T* w_hh;  // (H, H)
-  const T* b_ih;  // (H) or nullptr
-  const T* b_hh;  // (H) or nullptr
-  T* h_next;      // (B, H) out
+  const T* x; int64_t ld_x;           // (B, I)
+  const T* h; int64_t ld_h;           // (B, H)
+  const T* w_ih; int64_t ld_w_ih;     // (H, I)
+  const T* w_hh; int64_t ld_w_hh;     // (H, H)
+  const T* b_ih;                      // (H) or nullptr
+  const T* b_hh;                      // (H) or nullptr
+  T* h_next; int64_t ld_h_next;       // (B, H) out
   int64_t B, I, H;
   Activation act;
 };
@@ -39,18 +45,18 @@ struct RnnCellFwdParams {
 // (tanh: 1 - h'^2, relu: h' > 0), so the pre-activation is never stored.
 template <typename T>
 struct RnnCellBwdParams {
-  const T* grad_h_next;  // (B, H)
-  const T* h_next;       // (B, H)
-  const T* x;            // (B, I)
-  const T* h;            // (B, H)
-  const T* w_ih;         // (H, I)
-  const T* w_hh;         // (H, H)
-  T* grad_z;             // (B, H)  scratch: dL/dz, z the pre-activation
-  T* grad_x;             // (B, I)  out
-  T* grad_h;             // (B, H)  out
-  T* grad_w_ih;          // (H, I)  out
-  T* grad_w_hh;          // (H, H)  out
-  T* grad_b;             // (H)     out, or nullptr (no bias)
+  const T* grad_h_next; int64_t ld_grad_h_next;  // (B, H)
+  const T* h_next; int64_t ld_h_next;            // (B, H)
+  const T* x; int64_t ld_x;                      // (B, I)
+  const T* h; int64_t ld_h;                      // (B, H)
+  const T* w_ih; int64_t ld_w_ih;                // (H, I)
+  const T* w_hh; int64_t ld_w_hh;                // (H, H)
+  T* grad_z;                                     // (B, H) workspace, contiguous: dL/dz, z the pre-activation
+  T* grad_x; int64_t ld_grad_x;                  // (B, I) out
+  T* grad_h; int64_t ld_grad_h;                  // (B, H) out
+  T* grad_w_ih; int64_t ld_grad_w_ih;            // (H, I) out
+  T* grad_w_hh; int64_t ld_grad_w_hh;            // (H, H) out
+  T* grad_b;                                     // (H)    out, or nullptr (no bias)
   int64_t B, I, H;
   Activation act;
 };
@@ -60,15 +66,21 @@ struct RnnCellBwdParams {
 // product done by the caller); on exit out[t] = h_t, where
 // h_t = act(out[t] + b_ih + b_hh + h_{t-1} W_hhᵀ) and h_{-1} = h0. The biases
 // are added in the recurrence's epilogue, not in a pass of their own.
+//
+// grid_barrier: a persistent CUDA kernel (every step in one cooperative
+// launch) synchronises its blocks through this zeroed counter, which the
+// binding allocates from torch's caching allocator for each call (kernels
+// never allocate). Unused on the CPU (nullptr).
 template <typename T>
 struct RnnSeqFwdParams {
-  const T* h0;    // (B, H)
-  const T* w_hh;  // (H, H)
-  const T* b_ih;  // (H) or nullptr
-  const T* b_hh;  // (H) or nullptr
-  T* out;         // (T, B, H) in: input projections, out: hidden states
+  const T* h0; int64_t ld_h0;      // (B, H)
+  const T* w_hh; int64_t ld_w_hh;  // (H, H)
+  const T* b_ih;                   // (H) or nullptr
+  const T* b_hh;                   // (H) or nullptr
+  T* out; SeqStrides out_st;       // (T, B, H) in: input projections, out: hidden states
   int64_t T_, B, H;
   Activation act;
+  unsigned* grid_barrier;          // workspace (CUDA): one zeroed counter
 };
 
 // Back-propagation through time for the recurrence. Produces dL/dz_t for
@@ -78,14 +90,15 @@ struct RnnSeqFwdParams {
 //   grad_h0 = dz_0 W_hh
 template <typename T>
 struct RnnSeqBwdParams {
-  const T* grad_out;  // (T, B, H)
-  const T* grad_h_n;  // (B, H)
-  const T* out;       // (T, B, H) the forward's hidden states
-  const T* w_hh;      // (H, H)
-  T* grad_z;          // (T, B, H) out
-  T* grad_h0;         // (B, H)    out
+  const T* grad_out; SeqStrides grad_out_st;  // (T, B, H)
+  const T* grad_h_n; int64_t ld_grad_h_n;     // (B, H)
+  const T* out; SeqStrides out_st;            // (T, B, H) the forward's hidden states
+  const T* w_hh; int64_t ld_w_hh;             // (H, H)
+  T* grad_z; SeqStrides grad_z_st;            // (T, B, H) out
+  T* grad_h0; int64_t ld_grad_h0;             // (B, H)    out
   int64_t T_, B, H;
   Activation act;
+  unsigned* grid_barrier;                     // workspace (CUDA): one zeroed counter
 };
 
 // --------------------------------------------------------------- LSTM cell --

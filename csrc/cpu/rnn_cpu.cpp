@@ -28,7 +28,7 @@ inline int64_t div_up(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // the epilogue adds both biases and applies the activation.
 template <typename T>
 void rnn_cell_forward(const RnnCellFwdParams<T>& p, const ParallelFor& pf) {
-  const NtSegment<T> seg[2] = {{p.x, p.I, p.w_ih, p.I, p.I}, {p.h, p.H, p.w_hh, p.H, p.H}};
+  const NtSegment<T> seg[2] = {{p.x, p.ld_x, p.w_ih, p.ld_w_ih, p.I}, {p.h, p.ld_h, p.w_hh, p.ld_w_hh, p.H}};
   const bool relu = p.act == Activation::Relu;
   const int64_t nchunks = div_up(p.H, kColChunk);
   pf(0, nchunks, /*grain*/ grain_for(p.B * kColChunk * (p.I + p.H)), [&](int64_t c0, int64_t c1) {
@@ -38,7 +38,7 @@ void rnn_cell_forward(const RnnCellFwdParams<T>& p, const ParallelFor& pf) {
     s[0].B += j0 * s[0].ldb;
     s[1].B += j0 * s[1].ldb;
     T* out = p.h_next + j0;
-    gemm_nt<T>(p.B, j1 - j0, s, 2, out, p.H);
+    gemm_nt<T>(p.B, j1 - j0, s, 2, out, p.ld_h_next);
     std::vector<T> bias;
     const T* bptr = nullptr;
     if (p.b_ih || p.b_hh) {
@@ -47,7 +47,7 @@ void rnn_cell_forward(const RnnCellFwdParams<T>& p, const ParallelFor& pf) {
         bias[j - j0] = (p.b_ih ? p.b_ih[j] : T(0)) + (p.b_hh ? p.b_hh[j] : T(0));
       bptr = bias.data();
     }
-    for (int64_t b = 0; b < p.B; ++b) bias_act_row<T>(out + b * p.H, bptr, j1 - j0, relu);
+    for (int64_t b = 0; b < p.B; ++b) bias_act_row<T>(out + b * p.ld_h_next, bptr, j1 - j0, relu);
   });
 }
 
@@ -61,28 +61,29 @@ void rnn_cell_backward(const RnnCellBwdParams<T>& p, const ParallelFor& pf) {
   const bool relu = p.act == Activation::Relu;
   const int64_t B = p.B, I = p.I, H = p.H;
   for (int64_t b = 0; b < B; ++b) {
-    std::copy(p.grad_h_next + b * H, p.grad_h_next + (b + 1) * H, p.grad_z + b * H);
-    mul_act_grad_row<T>(p.grad_z + b * H, p.h_next + b * H, H, relu);
+    const T* g = p.grad_h_next + b * p.ld_grad_h_next;
+    std::copy(g, g + H, p.grad_z + b * H);
+    mul_act_grad_row<T>(p.grad_z + b * H, p.h_next + b * p.ld_h_next, H, relu);
   }
-  const T* dz = p.grad_z;
+  const T* dz = p.grad_z;  // (B, H) contiguous
   // Inputs' gradients: split over their columns (I, then H).
   const int64_t cx = div_up(I, kColChunk), ch = div_up(H, kColChunk);
   pf(0, cx + ch, /*grain*/ grain_for(B * kColChunk * H), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       if (c < cx) {
         const int64_t j0 = c * kColChunk, n = std::min(kColChunk, I - j0);
-        gemm_nn<T>(B, n, H, dz, H, 1, p.w_ih + j0, I, p.grad_x + j0, I, false);
+        gemm_nn<T>(B, n, H, dz, H, 1, p.w_ih + j0, p.ld_w_ih, p.grad_x + j0, p.ld_grad_x, false);
       } else {
         const int64_t j0 = (c - cx) * kColChunk, n = std::min(kColChunk, H - j0);
-        gemm_nn<T>(B, n, H, dz, H, 1, p.w_hh + j0, H, p.grad_h + j0, H, false);
+        gemm_nn<T>(B, n, H, dz, H, 1, p.w_hh + j0, p.ld_w_hh, p.grad_h + j0, p.ld_grad_h, false);
       }
     }
   });
   // Weights' gradients: split over their rows (the hidden units).
   pf(0, H, /*grain*/ grain_for(B * (I + H)), [&](int64_t r0, int64_t r1) {
     const int64_t m = r1 - r0;
-    gemm_nn<T>(m, I, B, dz + r0, 1, H, p.x, I, p.grad_w_ih + r0 * I, I, false);
-    gemm_nn<T>(m, H, B, dz + r0, 1, H, p.h, H, p.grad_w_hh + r0 * H, H, false);
+    gemm_nn<T>(m, I, B, dz + r0, 1, H, p.x, p.ld_x, p.grad_w_ih + r0 * p.ld_grad_w_ih, p.ld_grad_w_ih, false);
+    gemm_nn<T>(m, H, B, dz + r0, 1, H, p.h, p.ld_h, p.grad_w_hh + r0 * p.ld_grad_w_hh, p.ld_grad_w_hh, false);
     if (p.grad_b) {
       for (int64_t r = r0; r < r1; ++r) {
         T s = 0;
@@ -100,11 +101,11 @@ void rnn_cell_backward(const RnnCellBwdParams<T>& p, const ParallelFor& pf) {
 // per-step product streams contiguous rows.
 template <typename T>
 void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
-  const int64_t B = p.B, H = p.H, BH = B * H;
+  const int64_t B = p.B, H = p.H;
   const bool relu = p.act == Activation::Relu;
   // W_hhᵀ in 16-column panels: B(k, j) = W_hh[j, k].
   std::vector<T> wt(panels_size(H, H));
-  pack_panels<T>(H, H, p.w_hh, 1, H, wt.data());
+  pack_panels<T>(H, H, p.w_hh, 1, p.ld_w_hh, wt.data());
   std::vector<T> bias;
   if (p.b_ih || p.b_hh) {
     bias.resize(H);
@@ -113,13 +114,14 @@ void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
   const int64_t nchunks = div_up(H, kColChunk);
   const int64_t grain = grain_for(B * kColChunk * H);
   for (int64_t t = 0; t < p.T_; ++t) {
-    const T* prev = t == 0 ? p.h0 : p.out + (t - 1) * BH;
-    T* cur = p.out + t * BH;
+    const T* prev = t == 0 ? p.h0 : p.out + (t - 1) * p.out_st.t;
+    const int64_t ld_prev = t == 0 ? p.ld_h0 : p.out_st.b, ld_cur = p.out_st.b;
+    T* cur = p.out + t * p.out_st.t;
     pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
       const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
       const T* b = bias.empty() ? nullptr : bias.data() + j0;
-      gemm_nn_packed<T>(B, n, H, prev, H, 1, wt.data() + j0 * H, cur + j0, H, /*accumulate=*/true);
-      for (int64_t r = 0; r < B; ++r) bias_act_row<T>(cur + r * H + j0, b, n, relu);
+      gemm_nn_packed<T>(B, n, H, prev, ld_prev, 1, wt.data() + j0 * H, cur + j0, ld_cur, /*accumulate=*/true);
+      for (int64_t r = 0; r < B; ++r) bias_act_row<T>(cur + r * ld_cur + j0, b, n, relu);
     });
   }
 }
@@ -130,36 +132,37 @@ void rnn_seq_forward(const RnnSeqFwdParams<T>& p, const ParallelFor& pf) {
 // same pass.
 template <typename T>
 void rnn_seq_backward(const RnnSeqBwdParams<T>& p, const ParallelFor& pf) {
-  const int64_t B = p.B, H = p.H, BH = B * H, T_ = p.T_;
+  const int64_t B = p.B, H = p.H, T_ = p.T_;
   const bool relu = p.act == Activation::Relu;
   std::vector<T> wp(panels_size(H, H));
-  pack_panels<T>(H, H, p.w_hh, H, 1, wp.data());
+  pack_panels<T>(H, H, p.w_hh, p.ld_w_hh, 1, wp.data());
   const int64_t nchunks = div_up(H, kColChunk);
   const int64_t grain = grain_for(B * kColChunk * H);
   for (int64_t t = T_ - 1; t >= 0; --t) {
-    T* dz = p.grad_z + t * BH;
-    const T* dz_next = p.grad_z + (t + 1) * BH;  // valid for t < T-1
-    const T* go = p.grad_out + t * BH;
-    const T* y = p.out + t * BH;
+    const int64_t ld_dz = p.grad_z_st.b, ld_go = p.grad_out_st.b, ld_y = p.out_st.b;
+    T* dz = p.grad_z + t * p.grad_z_st.t;
+    const T* dz_next = p.grad_z + (t + 1) * p.grad_z_st.t;  // valid for t < T-1
+    const T* go = p.grad_out + t * p.grad_out_st.t;
+    const T* y = p.out + t * p.out_st.t;
     pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
       const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
       for (int64_t b = 0; b < B; ++b) {
-        T* row = dz + b * H + j0;
-        const T* g = go + b * H + j0;
+        T* row = dz + b * ld_dz + j0;
+        const T* g = go + b * ld_go + j0;
         if (t == T_ - 1) {
-          const T* gh = p.grad_h_n + b * H + j0;
+          const T* gh = p.grad_h_n + b * p.ld_grad_h_n + j0;
           for (int64_t j = 0; j < n; ++j) row[j] = g[j] + gh[j];
         } else {
           std::copy(g, g + n, row);
         }
       }
-      if (t < T_ - 1) gemm_nn_packed<T>(B, n, H, dz_next, H, 1, wp.data() + j0 * H, dz + j0, H, true);
-      for (int64_t b = 0; b < B; ++b) mul_act_grad_row<T>(dz + b * H + j0, y + b * H + j0, n, relu);
+      if (t < T_ - 1) gemm_nn_packed<T>(B, n, H, dz_next, ld_dz, 1, wp.data() + j0 * H, dz + j0, ld_dz, true);
+      for (int64_t b = 0; b < B; ++b) mul_act_grad_row<T>(dz + b * ld_dz + j0, y + b * ld_y + j0, n, relu);
     });
   }
   pf(0, nchunks, grain, [&](int64_t c0, int64_t c1) {
     const int64_t j0 = c0 * kColChunk, n = std::min(H, c1 * kColChunk) - j0;
-    gemm_nn_packed<T>(B, n, H, p.grad_z, H, 1, wp.data() + j0 * H, p.grad_h0 + j0, H, false);
+    gemm_nn_packed<T>(B, n, H, p.grad_z, p.grad_z_st.b, 1, wp.data() + j0 * H, p.grad_h0 + j0, p.ld_grad_h0, false);
   });
 }
 

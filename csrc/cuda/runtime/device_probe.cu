@@ -1,3 +1,4 @@
+// (CUDA runtime code: compiled by nvcc only, never emulated.)
 // A build check for the CUDA path: a kernel that must run on the GPU at hand.
 // "no kernel image is available for execution on the device" is the error a
 // user sees when the arch list misses their GPU; this probe surfaces it in

@@ -1,0 +1,63 @@
+// Which ops have a CUDA kernel: the one list, from which everything else is
+// derived (csrc/bindings/cuda_library.cpp):
+//   - a CUDA build registers each as torch.ops.fusedseq.<op> for CUDA tensors,
+//     and the generic bindings stop registering their "no CUDA kernel yet"
+//     fallback for it (register_generic below);
+//   - the emulated library registers the very same binding, compiled with g++
+//     against the emulator, as torch.ops.fusedseq_emulated.<op> for CPU tensors
+//     (the schemas are fusedseq's own, from schemas.h);
+//   - fusedseq.build_info()["cuda_ops"] lists them.
+//
+// Adding an op's CUDA kernel (issues 10 and 11) is one step:
+//   write csrc/cuda/<op>.cu (kernels and a torch-free launcher taking a params
+//   struct from csrc/common/params.h), csrc/bindings/<op>_cuda.cpp (the binding:
+//   checks, then cuda_binding.h's DeviceContext for the device guard and the
+//   stream, outputs in the input dtype, workspaces from torch's allocator), and
+//   add its X(op, binding) line below with the binding's declaration.
+// tests/conftest.py's `device` fixture then runs every test of that op on the
+// emulated kernel too ("emulated"), and on the GPU where there is one.
+#pragma once
+#include <cstring>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "bindings/stable.h"
+
+// X(op, binding) for every fusedseq op that has a CUDA kernel. None yet:
+// issue 10 adds attention, issue 11 the RNN ops.
+#define FUSEDSEQ_CUDA_OPS(X)
+
+namespace fusedseq::cuda_bindings {
+// Declarations of the bindings named in FUSEDSEQ_CUDA_OPS, one per line, e.g.
+//   std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+//                                            double scale);
+}  // namespace fusedseq::cuda_bindings
+
+namespace fusedseq {
+
+// The ops of FUSEDSEQ_CUDA_OPS, by name.
+inline std::vector<std::string> cuda_op_names() {
+  std::vector<std::string> names;
+#define FUSEDSEQ_NAME(op, fn) names.emplace_back(#op);
+  FUSEDSEQ_CUDA_OPS(FUSEDSEQ_NAME)
+#undef FUSEDSEQ_NAME
+  return names;
+}
+
+// Registers a generic binding (checks, then the CPU kernel or "no CUDA kernel
+// yet") for dispatch key `key`, except for CUDA when this build registers the
+// op's real CUDA kernel instead.
+template <typename Library, typename Boxed>
+void register_generic(Library& m, const char* key, const char* op, Boxed fn) {
+#ifdef FUSEDSEQ_WITH_CUDA
+  if (std::strcmp(key, "CUDA") == 0)
+    for (const auto& name : cuda_op_names())
+      if (name == op) return;
+#endif
+  (void)key;
+  m.impl(op, fn);
+}
+
+}  // namespace fusedseq

@@ -242,7 +242,13 @@ def test_large_logits_do_not_overflow(how, causal, dtype, make):
     ref = reference.attention(q.double(), k.double(), v.double(), is_causal=causal, scale=scale)
     base = torch_attention(q, k, v, causal, scale)
     err, base_err = rel_err(out, ref), rel_err(base, ref)
-    assert err <= 2 * base_err + (FP32_RTOL if dtype == torch.float32 else 1e-3), (err, base_err)
+    # Norm-wise as low precision; element by element against SDPA's own worst element plus the
+    # rounding of one fp32 logit (eps·max|logit|, ~1e-3 here): that rounding is each
+    # probability's inherent relative uncertainty and lands on different elements for different
+    # summation orders (the baseline build, without FMA, differs from AVX2 and from SDPA).
+    assert float(err) <= 2 * float(base_err) + (FP32_RTOL if dtype == torch.float32 else 1e-3), (err, base_err)
+    logit_rounding = torch.finfo(torch.float32).eps * logits.abs().max().item()
+    assert err.element[0] <= 2 * base_err.element[0] + logit_rounding, (err.element, base_err.element, logit_rounding)
     ref_lse = reference.attention_lse(q.double(), k.double(), is_causal=causal, scale=scale)
     assert rel_err(lse, ref_lse) <= FP32_RTOL
     # and the gradients stay finite too

@@ -58,8 +58,9 @@ ILL_CONDITIONED_FACTOR = 4.0
 ELEMENT_EPS = {torch.float64: 128, torch.float32: 128, torch.bfloat16: 8, torch.float16: 8}
 ELEMENT_SLACK = 4
 
-FWD_OPS = ("rnn_cell", "rnn", "attention_fwd", "attention_varlen_fwd")
-BWD_OPS = ("rnn_cell_backward", "rnn_backward", "attention_bwd", "attention_varlen_bwd")
+FWD_OPS = ("rnn_cell", "rnn", "lstm_cell", "lstm", "gru_cell", "gru", "attention_fwd", "attention_varlen_fwd")
+BWD_OPS = ("rnn_cell_backward", "rnn_backward", "lstm_cell_backward", "lstm_backward", "gru_cell_backward",
+           "gru_backward", "attention_bwd", "attention_varlen_bwd")
 OTHER_OPS = ("attention_dropout_mask",)  # neither differentiable nor autocast: the dropout mask, for tests
 ALL_OPS = FWD_OPS + BWD_OPS + OTHER_OPS
 
@@ -205,6 +206,19 @@ def make(request) -> Maker:
     """Tensors on the test's ``device`` (when it takes that fixture), else the CPU."""
     device = request.getfixturevalue("device") if "device" in request.fixturenames else "cpu"
     return Maker(zlib.crc32(_seed_id(request.node).encode()), device)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``). On a shared
+    machine every parallel region waits for a descheduled thread: an LSTM
+    check at T=200 took 40 s with two threads and 2 s with one. Modules that
+    use it keep a test that sets two threads and compares."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def to64(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -353,6 +367,24 @@ def fwd_bwd(fn: Callable, inputs: dict, cotangents: Optional[Sequence[Optional[t
     names = [n for n, t in leaves.items() if isinstance(t, torch.Tensor) and t.requires_grad]
     grads = torch.autograd.grad([o for o, _ in used], [leaves[n] for n in names], [c for _, c in used])
     return tuple(o.detach() for o in outs), dict(zip(names, grads))
+
+
+def assert_compiled_matches_eager(f: Callable, args: Sequence[torch.Tensor], make: Maker,
+                                  tol: float = 1e-6) -> None:
+    """``torch.compile(f, fullgraph=True)`` gives the outputs and the gradients
+    (of fresh random cotangents) of eager ``f`` to ``tol``; dynamo's caches
+    are reset before and after."""
+    torch._dynamo.reset()
+    try:
+        outs_c = torch.compile(f, fullgraph=True)(*args)
+        cots = [make(*o.shape, dtype=o.dtype) for o in outs_c]
+        grads_c = torch.autograd.grad(outs_c, args, cots)
+        outs_e = f(*args)
+        grads_e = torch.autograd.grad(outs_e, args, cots)
+        for a, b in zip((*outs_c, *grads_c), (*outs_e, *grads_e)):
+            assert rel_err(a, b) <= tol
+    finally:
+        torch._dynamo.reset()
 
 
 def check_against_reference(fused: Callable, reference: Callable, inputs: dict, dtype: torch.dtype,

@@ -232,3 +232,23 @@ def test_cli_emulated_runs_the_cuda_rnn_kernels_at_a_tiny_shape(tmp_path, capsys
     assert {r["op"] for r in fused} == {"rnn", "rnn_cell"} and len(fused) == 4  # fwd and fwd+bwd each
     for r in fused:
         assert r["status"] == "ok" and r["rel"] < 1e-5
+
+def test_lstm_gru_cases_run_at_quick_shapes():
+    """The LSTM and GRU rows (cells and sequences): every path in both modes runs,
+    agrees with the float64 reference to fp32 rounding, and counts G·2·B·H·(I+H)
+    FLOPs per step (G = 4 gates for the LSTM, 3 for the GRU)."""
+    cases = _collect("--quick", "--ops", "lstm_cell,lstm,gru_cell,gru", "--device", "cpu")
+    assert [c.op.name for c in cases] == ["lstm_cell", "lstm", "gru_cell", "gru"]
+    for c in cases:
+        kind, cell = c.op.name.removesuffix("_cell"), c.op.name.endswith("_cell")
+        module = {"lstm": "LSTM", "gru": "GRU"}[kind] + ("Cell" if cell else "")
+        paths = ("fused", f"nn.{module}", "eager") if cell else ("fused", f"nn.{module}", f"loop nn.{module}Cell")
+        assert c.op.primary == f"nn.{module}"
+        rows = run_case(c, TINY)
+        assert sorted((r.mode, r.impl) for r in rows) == sorted((m, i) for m in MODES for i in paths)
+        p = c.params
+        flops = {"lstm": 4, "gru": 3}[kind] * 2 * p["B"] * p["H"] * (p["I"] + p["H"]) * p.get("T", 1)
+        for r in rows:
+            assert r.status == "ok", (c.label, r.impl, r.mode, r.note)
+            assert r.rel < 1e-5, (c.label, r.impl, r.mode, r.rel)
+            assert r.work == (flops if r.mode == "fwd" else 3 * flops)

@@ -27,6 +27,24 @@ SCHEMAS = {
            "str nonlinearity) -> (Tensor, Tensor)",
     "rnn_backward": "fusedseq::rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor x, Tensor h0, "
                     "Tensor w_ih, Tensor w_hh, str nonlinearity) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "lstm_cell": "fusedseq::lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+                 "Tensor? b_hh) -> (Tensor, Tensor, Tensor)",
+    "lstm_cell_backward": "fusedseq::lstm_cell_backward(Tensor grad_h_next, Tensor grad_c_next, Tensor gates, "
+                          "Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh) "
+                          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "lstm": "fusedseq::lstm(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+            "-> (Tensor, Tensor, Tensor)",
+    "lstm_backward": "fusedseq::lstm_backward(Tensor grad_output, Tensor grad_cell_states, Tensor output, "
+                     "Tensor cell_states, Tensor gates, Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh) "
+                     "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "gru_cell": "fusedseq::gru_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+                "-> (Tensor, Tensor)",
+    "gru_cell_backward": "fusedseq::gru_cell_backward(Tensor grad_h_next, Tensor gates, Tensor x, Tensor h, "
+                         "Tensor w_ih, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "gru": "fusedseq::gru(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "
+           "-> (Tensor, Tensor)",
+    "gru_backward": "fusedseq::gru_backward(Tensor grad_output, Tensor output, Tensor gates, Tensor x, Tensor h0, "
+                    "Tensor w_ih, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     "attention_fwd": "fusedseq::attention_fwd(Tensor q, Tensor k, Tensor v, Tensor? attn_mask, float dropout_p, "
                      "bool is_causal, float scale, int window_left, int window_right, int seed, int offset) "
                      "-> (Tensor, Tensor, Tensor)",
@@ -248,7 +266,7 @@ def test_every_op_has_tests_for_both_devices(request):
     for variant in ("[cuda", "[emulated"):
         items = [i for i in request.session.items if variant in i.nodeid]
         files = {pathlib.Path(i.fspath).name for i in items}
-        assert {"test_rnn_cell.py", "test_rnn.py", "test_attention.py"} <= files, variant
+        assert {"test_rnn_cell.py", "test_rnn.py", "test_lstm_gru.py", "test_attention.py"} <= files, variant
         marked = {op for i in items for m in i.iter_markers("ops") for op in m.args}
         assert set(ALL_OPS) <= marked, variant
 

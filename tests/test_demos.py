@@ -33,15 +33,20 @@ def _check_menu(m: dict) -> None:
 
 
 def _check_dynamics(m: dict) -> None:
-    # One-step forecasts: the RNN beats persistence by far; AR is a real baseline.
-    assert m["mse_ar"] < 0.1 * m["mse_persistence"]
-    assert m["rnn_over_persistence"] < 0.05, m["rnn_over_persistence"]
-    # Fed its own predictions it stays on the attractor (|x| about 2.3 at most in these units).
-    assert m["rollout_max_abs_rnn"] < 4.0
-    assert m["rollout_horizon_rnn_median"] > m["rollout_horizon_ar_median"]
-    # The hidden states' 3-D projection is a faithful picture of the attractor (y and z were never seen).
+    assert m["mse_ar"] < 0.1 * m["mse_persistence"]  # AR is a real baseline
+    for net in ("rnn", "lstm", "gru"):
+        # About the RNN's number of weights.
+        assert abs(m[f"{net}_weights"] - m["rnn_weights"]) <= 0.05 * m["rnn_weights"], net
+        # One-step forecasts: each network beats persistence by far, and AR.
+        assert m[f"{net}_over_persistence"] < 0.05, (net, m[f"{net}_over_persistence"])
+        assert m[f"{net}_over_ar"] < 1.0, (net, m[f"{net}_over_ar"])
+        # Fed its own predictions it stays on the attractor (|x| about 2.3 at most in these units).
+        assert m[f"rollout_max_abs_{net}"] < 4.0, net
+        assert m[f"rollout_horizon_{net}_median"] > m["rollout_horizon_ar_median"], net
+        # The hidden states' 3-D projection is a faithful picture of the attractor (y and z were never seen).
+        for c in "xyz":
+            assert m[f"{net}_pca3_neighbour_r2_{c}"] > 0.95, (net, c, m[f"{net}_pca3_neighbour_r2_{c}"])
     for c in "xyz":
-        assert m[f"rnn_pca3_neighbour_r2_{c}"] > 0.95, (c, m[f"rnn_pca3_neighbour_r2_{c}"])
         assert m[f"ae_latent_neighbour_r2_{c}"] > 0.5, (c, m[f"ae_latent_neighbour_r2_{c}"])
 
 

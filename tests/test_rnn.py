@@ -9,8 +9,8 @@ import torch
 import fusedseq
 from fusedseq import reference
 
-from conftest import (FP32_RTOL, assert_accurate, check_against_reference, dtype_params, fwd_bwd, nbytes,
-                      poison_heap, rel_err, rnn_weights, torch_rnn, with_views)
+from conftest import (FP32_RTOL, assert_accurate, assert_compiled_matches_eager, check_against_reference, dtype_params,
+                      fwd_bwd, nbytes, poison_heap, rel_err, rnn_weights, torch_rnn, with_views)
 
 ops = torch.ops.fusedseq
 # The CUDA and emulated variants of every test here need these ops' CUDA kernels.
@@ -231,23 +231,13 @@ def test_raw_backward_op_matches_autograd_of_reference(nonlinearity, device, mak
 
 
 def test_compile_fullgraph(device, make):
-    torch._dynamo.reset()
-
     def f(x, h0, w_ih, w_hh, b_ih, b_hh):
         out, h_n = fusedseq.rnn(x.cos(), h0, w_ih, w_hh, b_ih, b_hh, "tanh")
         return out * 3.0, h_n.sin()
 
     args = [t.float().requires_grad_() for t in (make(6, 3, 5, dtype=torch.float64),
                                                  make(3, 8, dtype=torch.float64), *rnn_weights(make, 5, 8))]
-    cots = [make(6, 3, 8), make(3, 8)]
-    compiled = torch.compile(f, fullgraph=True)
-    outs_c = compiled(*args)
-    grads_c = torch.autograd.grad(outs_c, args, cots)
-    outs_e = f(*args)
-    grads_e = torch.autograd.grad(outs_e, args, cots)
-    for a, b in zip((*outs_c, *grads_c), (*outs_e, *grads_e)):
-        assert rel_err(a, b) <= 1e-6
-    torch._dynamo.reset()
+    assert_compiled_matches_eager(f, args, make)
 
 
 # ------------------------------------------------------- values and memory --

@@ -27,5 +27,6 @@ export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=lib
 # FUSEDSEQ_SANITIZE_TESTS narrows the run (pytest arguments) if CI time gets short.
 # shellcheck disable=SC2086
 "$py" -m pytest -q -p no:cacheprovider ${FUSEDSEQ_SANITIZE_TESTS:-tests/test_rnn_cell.py tests/test_rnn.py \
-  tests/test_attention.py tests/test_bad_input.py tests/test_properties.py tests/test_tolerances.py}
+  tests/test_attention.py tests/test_bad_input.py tests/test_properties.py tests/test_lstm_gru.py \
+  tests/test_bad_input_gated.py}
 echo "sanitizer step: $((SECONDS - start)) s"

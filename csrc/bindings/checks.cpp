@@ -77,6 +77,50 @@ void like(const char* op, const char* name, const Tensor& t, const char* ref_nam
                       "' (", device_str(ref.device()), "), got ", device_str(t.device()));
 }
 
+void tensor_like(const char* op, const char* name, const Tensor& t, const Tensor& x,
+                 std::initializer_list<int64_t> expected, const char* layout) {
+  tensor(op, name, t, static_cast<int64_t>(expected.size()), layout);
+  like(op, name, t, "x", x);
+  shape(op, name, t, expected, layout);
+}
+
+void recurrent_weights(const char* op, const Tensor& x, int64_t I, int64_t H, int64_t gates, const Tensor& w_ih,
+                       const Tensor& w_hh, const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh) {
+  const std::string rows = gates == 1 ? "H" : std::to_string(gates) + "H";
+  const std::string ih = "(" + rows + ", I)", hh = "(" + rows + ", H)", bias = "(" + rows + ",)";
+  tensor(op, "w_ih", w_ih, 2, ih.c_str());
+  tensor(op, "w_hh", w_hh, 2, hh.c_str());
+  like(op, "w_ih", w_ih, "x", x);
+  like(op, "w_hh", w_hh, "x", x);
+  shape(op, "w_ih", w_ih, {gates * H, I}, ih.c_str());
+  shape(op, "w_hh", w_hh, {gates * H, H}, hh.c_str());
+  for (auto [name, b] : {std::pair<const char*, const std::optional<Tensor>*>{"b_ih", &b_ih}, {"b_hh", &b_hh}}) {
+    if (!b->has_value() || !(*b)->defined()) continue;
+    tensor(op, name, **b, 1, bias.c_str());
+    like(op, name, **b, "x", x);
+    shape(op, name, **b, {gates * H}, bias.c_str());
+  }
+}
+
+int64_t first_state(const char* op, const char* name, const Tensor& t, const Tensor& x, int64_t batch_dim) {
+  tensor(op, name, t, 2, "(B, H)");
+  like(op, name, t, "x", x);
+  const int64_t B = x.size(batch_dim);
+  FUSEDSEQ_CHECK_VALUE(t.size(0) == B, op, ": argument '", name, "' must have shape (B, H) with B = ", B,
+                       batch_dim == 0 ? " (the batch of 'x')" : " (dim 1 of 'x')", ", got ", sizes_str(t.sizes()));
+  return t.size(1);
+}
+
+void workspace(const char* op, const char* name, const Tensor& t, ScalarType dt, const Tensor& x,
+               std::initializer_list<int64_t> expected, const char* layout) {
+  tensor(op, name, t, static_cast<int64_t>(expected.size()), layout);
+  FUSEDSEQ_CHECK_TYPE(t.scalar_type() == dt, op, ": argument '", name, "' must be ", dtype_str(dt),
+                      " (as the forward returns it), got ", dtype_str(t.scalar_type()));
+  FUSEDSEQ_CHECK_TYPE(t.device() == x.device(), op, ": argument '", name, "' must be on the device of 'x' (",
+                      device_str(x.device()), "), got ", device_str(t.device()));
+  shape(op, name, t, expected, layout);
+}
+
 Activation activation(const char* op, std::string_view nonlinearity) {
   if (nonlinearity == "tanh") return Activation::Tanh;
   if (nonlinearity == "relu") return Activation::Relu;

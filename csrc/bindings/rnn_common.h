@@ -10,13 +10,12 @@
 
 #include "bindings/checks.h"
 #include "bindings/errors.h"
+#include "bindings/recurrent.h"
 #include "bindings/stable.h"
 
 namespace fusedseq::rnn_common {
 
 using OptTensor = std::optional<Tensor>;
-
-inline bool has(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 struct Dims {
   int64_t T_, B, I, H;
@@ -26,18 +25,7 @@ struct Dims {
 // The weights and biases against the input width I and the hidden width H.
 inline void weights(const char* op, const Tensor& x, int64_t I, int64_t H, const Tensor& w_ih, const Tensor& w_hh,
                     const OptTensor& b_ih, const OptTensor& b_hh) {
-  checks::tensor(op, "w_ih", w_ih, 2, "(H, I)");
-  checks::tensor(op, "w_hh", w_hh, 2, "(H, H)");
-  checks::like(op, "w_ih", w_ih, "x", x);
-  checks::like(op, "w_hh", w_hh, "x", x);
-  checks::shape(op, "w_ih", w_ih, {H, I}, "(H, I)");
-  checks::shape(op, "w_hh", w_hh, {H, H}, "(H, H)");
-  for (auto [name, b] : {std::pair<const char*, const OptTensor*>{"b_ih", &b_ih}, {"b_hh", &b_hh}}) {
-    if (!has(*b)) continue;
-    checks::tensor(op, name, **b, 1, "(H,)");
-    checks::like(op, name, **b, "x", x);
-    checks::shape(op, name, **b, {H}, "(H,)");
-  }
+  checks::recurrent_weights(op, x, I, H, /*gates=*/1, w_ih, w_hh, b_ih, b_hh);
 }
 
 // rnn_cell(x (B, I), h (B, H), w_ih, w_hh, b_ih?, b_hh?, nonlinearity)
@@ -122,7 +110,6 @@ inline void project_inputs(const Tensor& out, const Tensor& x, const Tensor& w_i
 // After BPTT, everything left is a large product over all T·B rows at once:
 // returns (grad_x (T, B, I), grad_w_ih, grad_w_hh, grad_b) from dz (T, B, H),
 // x (T, B, I), h0 (B, H), output (T, B, H) (all contiguous) and w_ih (H, I).
-// Step t saw h_{t-1}: h0, then the outputs shifted by one step.
 inline std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(const Tensor& dz, const Tensor& x,
                                                                          const Tensor& h0, const Tensor& output,
                                                                          const Tensor& w_ih) {
@@ -130,8 +117,7 @@ inline std::tuple<Tensor, Tensor, Tensor, Tensor> input_and_weight_grads(const T
   const auto dz2 = view2d(dz, T_ * B, H);
   const auto dx = strided_view(mm(dz2, w_ih), {T_, B, I}, {B * I, I, 1});
   const auto dwi = mm(t(dz2), view2d(x, T_ * B, I));
-  const auto prev = T_ == 1 ? h0 : cat({h0, view2d(output, (T_ - 1) * B, H)}, 0);
-  const auto dwh = mm(t(dz2), prev);
+  const auto dwh = mm(t(dz2), previous_states(h0, output));
   return {dx, dwi, dwh, sum_dim(dz2, 0)};
 }
 

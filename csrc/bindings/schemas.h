@@ -23,6 +23,39 @@
   X(rnn_backward,                                                                                               \
     "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor output, Tensor x, Tensor h0, Tensor w_ih, "      \
     "Tensor w_hh, str nonlinearity) -> (Tensor, Tensor, Tensor, Tensor, Tensor)")                               \
+  /* x (B, I), h/c (B, H) -> (h' (B, H), c' (B, H), gates (B, 4H)); gates: i, f, g, o after their        */ \
+  /* activations, in the compute dtype (float32 for fp16/bf16 inputs): what the backward needs              */ \
+  X(lstm_cell,                                                                                                  \
+    "lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "           \
+    "-> (Tensor, Tensor, Tensor)")                                                                              \
+  /* -> (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b); grad_b is the gradient of either bias */       \
+  X(lstm_cell_backward,                                                                                         \
+    "lstm_cell_backward(Tensor grad_h_next, Tensor grad_c_next, Tensor gates, Tensor x, Tensor h, Tensor c, "  \
+    "Tensor w_ih, Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")                            \
+  /* x (T, B, I), h0/c0 (B, H) -> (output (T, B, H), cell_states (T, B, H), gates (T, B, 4H)); the last two */ \
+  /* in the compute dtype; cell_states (every c_t) is differentiable, gates is not                          */ \
+  X(lstm,                                                                                                       \
+    "lstm(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) "              \
+    "-> (Tensor, Tensor, Tensor)")                                                                              \
+  /* -> (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b) */                                           \
+  X(lstm_backward,                                                                                              \
+    "lstm_backward(Tensor grad_output, Tensor grad_cell_states, Tensor output, Tensor cell_states, "           \
+    "Tensor gates, Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh) "                                  \
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")                                                      \
+  /* x (B, I), h (B, H) -> (h' (B, H), gates (B, 4H)); gates: r, z, n, h W_hnᵀ + b_hn, compute dtype */       \
+  X(gru_cell,                                                                                                   \
+    "gru_cell(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor, Tensor)")  \
+  /* -> (grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) */                                        \
+  X(gru_cell_backward,                                                                                          \
+    "gru_cell_backward(Tensor grad_h_next, Tensor gates, Tensor x, Tensor h, Tensor w_ih, Tensor w_hh) "       \
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")                                                      \
+  /* x (T, B, I), h0 (B, H) -> (output (T, B, H), gates (T, B, 4H) in the compute dtype) */                    \
+  X(gru,                                                                                                        \
+    "gru(Tensor x, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh) -> (Tensor, Tensor)")      \
+  /* -> (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) */                                       \
+  X(gru_backward,                                                                                               \
+    "gru_backward(Tensor grad_output, Tensor output, Tensor gates, Tensor x, Tensor h0, Tensor w_ih, "         \
+    "Tensor w_hh) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")                                         \
   /* softmax(q kᵀ · scale + attn_mask) v, SDPA's meaning for every argument, plus a sliding window          */ \
   /* (window_left/right, -1 = unbounded) and dropout drawn from Philox(seed, offset).                         */ \
   /* q (B, Hq, Nq, D), k/v (B, Hkv, Nk, D), attn_mask broadcastable to (B, Hq, Nq, Nk)                        */ \

@@ -119,13 +119,15 @@ inline Tensor mm(const Tensor& a, const Tensor& b) { return call_aten("aten::mm"
 inline void mm_out(const Tensor& out, const Tensor& a, const Tensor& b) { call_aten("aten::mm", "out", a, b, out); }
 
 // Views made through the C shim (no dispatcher call): `sizes`/`strides` over
-// a's storage, starting `offset` elements after a's first element.
+// a's storage, starting `offset` elements after a's first element. (The
+// shim's offset argument is an increment on a's own storage offset, as
+// torch.ops.inductor._reinterpret_tensor's is: passing a.storage_offset()
+// too would count it twice for a view that does not start its storage.)
 inline Tensor strided_view(const Tensor& a, IntList sizes, IntList strides, int64_t offset = 0) {
   STD_TORCH_CHECK(sizes.size() == strides.size(), "fusedseq: strided_view needs one stride per size");
   AtenTensorHandle handle = nullptr;
   STABLE_TORCH_ERROR_CODE_CHECK(aoti_torch__reinterpret_tensor(a.get(), static_cast<int64_t>(sizes.size()),
-                                                               sizes.data(), strides.data(),
-                                                               a.storage_offset() + offset, &handle));
+                                                               sizes.data(), strides.data(), offset, &handle));
   return Tensor(handle);
 }
 // (rows, cols) view of a contiguous tensor.

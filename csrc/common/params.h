@@ -101,6 +101,151 @@ struct RnnSeqBwdParams {
   unsigned* grid_barrier;                     // workspace (CUDA): one zeroed counter
 };
 
+// --------------------------------------------------------------- LSTM cell --
+// gates = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh, (B, 4H) in torch's order i, f, g, o;
+// i, f, o = σ(·), g = tanh(·); c' = f c + i g; h' = o tanh(c').
+template <typename T>
+struct LstmCellFwdParams {
+  const T* x;     // (B, I)
+  const T* h;     // (B, H)
+  const T* c;     // (B, H)
+  const T* w_ih;  // (4H, I)
+  const T* w_hh;  // (4H, H)
+  const T* b_ih;  // (4H) or nullptr
+  const T* b_hh;  // (4H) or nullptr
+  T* h_next;      // (B, H) out
+  T* c_next;      // (B, H) out
+  T* gates;       // (B, 4H) out: i, f, g, o after their activations (what the backward needs)
+  int64_t B, I, H;
+};
+
+// c' is recomputed from the gates and c (the forward's own expression), so
+// the backward needs neither c' nor the pre-activations.
+template <typename T>
+struct LstmCellBwdParams {
+  const T* grad_h_next;  // (B, H)
+  const T* grad_c_next;  // (B, H)
+  const T* gates;        // (B, 4H) the forward's i, f, g, o
+  const T* x;            // (B, I)
+  const T* h;            // (B, H)
+  const T* c;            // (B, H)
+  const T* w_ih;         // (4H, I)
+  const T* w_hh;         // (4H, H)
+  T* grad_gates;         // (B, 4H)  scratch: dL/d(pre-activations)
+  T* grad_x;             // (B, I)   out
+  T* grad_h;             // (B, H)   out
+  T* grad_c;             // (B, H)   out
+  T* grad_w_ih;          // (4H, I)  out
+  T* grad_w_hh;          // (4H, H)  out
+  T* grad_b;             // (4H)     out (the gradient of either bias), or nullptr
+  int64_t B, I, H;
+};
+
+// ----------------------------------------------------------- LSTM sequence --
+// The recurrence alone: on entry gates[t] holds x_t W_ihᵀ (one large product
+// done by the caller); each step adds h_{t-1} W_hhᵀ in place, and the
+// epilogue the biases, and leaves the activated i, f, g, o there, with h_t in
+// out[t] and c_t in cell[t]. What the backward needs: gates (4BH per step),
+// cell (BH) and out.
+template <typename T>
+struct LstmSeqFwdParams {
+  const T* h0;    // (B, H)
+  const T* c0;    // (B, H)
+  const T* w_hh;  // (4H, H)
+  const T* b_ih;  // (4H) or nullptr
+  const T* b_hh;  // (4H) or nullptr
+  T* gates;       // (T, B, 4H) in: input projections, out: activated gates
+  T* out;         // (T, B, H)  out: h_t
+  T* cell;        // (T, B, H)  out: c_t
+  int64_t T_, B, H;
+};
+
+// Back-propagation through time. Produces dL/dz_t of the pre-activations of
+// every step (from which the caller gets dx, dW_ih, dW_hh, db as large
+// products), dL/dh0 and dL/dc0.
+//   dh_t = grad_out[t] + dz_{t+1} W_hh          (dz_T = 0)
+//   dc_t = grad_cell[t] + dc_{t+1} f_{t+1} + dh_t o_t (1 - tanh² c_t)
+template <typename T>
+struct LstmSeqBwdParams {
+  const T* grad_out;   // (T, B, H)  dL/dh_t from outside the recurrence
+  const T* grad_cell;  // (T, B, H)  dL/dc_t from outside the recurrence
+  const T* gates;      // (T, B, 4H) the forward's i, f, g, o
+  const T* cell;       // (T, B, H)  the forward's c_t
+  const T* c0;         // (B, H)
+  const T* w_hh;       // (4H, H)
+  T* grad_gates;       // (T, B, 4H) out
+  T* grad_h0;          // (B, H)     out
+  T* grad_c0;          // (B, H)     out
+  int64_t T_, B, H;
+};
+
+// ---------------------------------------------------------------- GRU cell --
+// torch's GRU: r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr), z likewise,
+// n = tanh(x W_inᵀ + b_in + r ∘ (h W_hnᵀ + b_hn)), h' = (1 - z) n + z h.
+template <typename T>
+struct GruCellFwdParams {
+  const T* x;     // (B, I)
+  const T* h;     // (B, H)
+  const T* w_ih;  // (3H, I)
+  const T* w_hh;  // (3H, H)
+  const T* b_ih;  // (3H) or nullptr
+  const T* b_hh;  // (3H) or nullptr
+  T* h_next;      // (B, H) out
+  T* gates;       // (B, 4H) out: r, z, n and h W_hnᵀ + b_hn (what the backward needs)
+  int64_t B, I, H;
+};
+
+template <typename T>
+struct GruCellBwdParams {
+  const T* grad_h_next;  // (B, H)
+  const T* gates;        // (B, 4H) the forward's r, z, n, h W_hnᵀ + b_hn
+  const T* x;            // (B, I)
+  const T* h;            // (B, H)
+  const T* w_ih;         // (3H, I)
+  const T* w_hh;         // (3H, H)
+  T* grad_gates;         // (B, 4H)  scratch: dz_r, dz_z, dz_n (input side) and dz_n r (hidden side's n)
+  T* grad_x;             // (B, I)   out
+  T* grad_h;             // (B, H)   out
+  T* grad_w_ih;          // (3H, I)  out
+  T* grad_w_hh;          // (3H, H)  out
+  T* grad_b_ih;          // (3H)     out
+  T* grad_b_hh;          // (3H)     out
+  int64_t B, I, H;
+};
+
+// ------------------------------------------------------------ GRU sequence --
+// On entry gates[t][:, 0:3H] holds x_t W_ihᵀ (one large product by the
+// caller); each step adds the r and z rows of h_{t-1} W_hhᵀ in place, keeps
+// the n rows apart (r multiplies them, b_hn included), adds the biases in the
+// epilogue and leaves r, z, n and h_{t-1} W_hnᵀ + b_hn in gates[t] and h_t in
+// out[t]. What the backward needs: gates (4BH per step) and out.
+template <typename T>
+struct GruSeqFwdParams {
+  const T* h0;    // (B, H)
+  const T* w_hh;  // (3H, H)
+  const T* b_ih;  // (3H) or nullptr
+  const T* b_hh;  // (3H) or nullptr
+  T* gates;       // (T, B, 4H)
+  T* out;         // (T, B, H) out
+  int64_t T_, B, H;
+};
+
+// Back-propagation through time. grad_gates[t] = (dz_r, dz_z, dz_n, dz_n r):
+// the first three are the gradients of the input side (x W_ihᵀ + b_ih), the
+// (r, z, 4th) ones those of the hidden side (h W_hhᵀ + b_hh).
+//   dh_t = grad_out[t] + dh_{t+1} z_{t+1} + dz^h_{t+1} W_hh
+template <typename T>
+struct GruSeqBwdParams {
+  const T* grad_out;  // (T, B, H)
+  const T* out;       // (T, B, H) the forward's h_t
+  const T* gates;     // (T, B, 4H) the forward's r, z, n, h W_hnᵀ + b_hn
+  const T* h0;        // (B, H)
+  const T* w_hh;      // (3H, H)
+  T* grad_gates;      // (T, B, 4H) out
+  T* grad_h0;         // (B, H)     out
+  int64_t T_, B, H;
+};
+
 // -------------------------------------------------------------- attention --
 // O = softmax(Q Kᵀ · scale + mask) V for every (sequence, query head), with
 // grouped-query heads: query head h reads key/value head h / (Hq / Hkv).

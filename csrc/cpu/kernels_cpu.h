@@ -29,6 +29,14 @@
   X(rnn_cell_backward, RnnCellBwdParams)  \
   X(rnn_seq_forward, RnnSeqFwdParams)     \
   X(rnn_seq_backward, RnnSeqBwdParams)    \
+  X(lstm_cell_forward, LstmCellFwdParams) \
+  X(lstm_cell_backward, LstmCellBwdParams)\
+  X(lstm_seq_forward, LstmSeqFwdParams)   \
+  X(lstm_seq_backward, LstmSeqBwdParams)  \
+  X(gru_cell_forward, GruCellFwdParams)   \
+  X(gru_cell_backward, GruCellBwdParams)  \
+  X(gru_seq_forward, GruSeqFwdParams)     \
+  X(gru_seq_backward, GruSeqBwdParams)    \
   X(attention_forward, AttnFwdParams)     \
   X(attention_backward, AttnBwdParams)    \
   X(attention_dropout_mask, AttnDropoutMaskParams)

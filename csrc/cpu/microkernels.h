@@ -223,23 +223,22 @@ inline void gemm_nn<float>(int64_t M, int64_t N, int64_t K, const float* A, int6
   }
 }
 
-// MR rows of A against NR rows of B, vectorised along K. Named accumulators
-// for the same reason as nn_tile (arrays were spilled on every k step).
+// MR rows of A against NR rows of B over one segment, vectorised along K.
+// Named accumulators for the same reason as nn_tile (arrays were spilled on
+// every k step). C = (accumulate ? C : 0) + A·Bᵀ.
 template <int MR, int NR>
-inline void nt_tile(const NtSegment<float>* seg, int nseg, int64_t i0, int64_t j0, float* C, int64_t ldc) {
+inline void nt_tile(const NtSegment<float>& g, int64_t i0, int64_t j0, float* C, int64_t ldc, bool accumulate) {
   static_assert(MR >= 1 && MR <= 3 && NR >= 1 && NR <= 4, "nt_tile handles up to 3x4");
   const __m256 z = _mm256_setzero_ps();
   __m256 s00 = z, s01 = z, s02 = z, s03 = z, s10 = z, s11 = z, s12 = z, s13 = z, s20 = z, s21 = z, s22 = z, s23 = z;
-  for (int s = 0; s < nseg; ++s) {
-    const NtSegment<float>& g = seg[s];
-    const float* a = g.A + i0 * g.lda;
-    const float* b = g.B + j0 * g.ldb;
-    // One k-step of 8: rows of A in a0..a2, then each row of B against them.
-    auto step = [&](int64_t k, __m256i mask, bool masked) {
-      auto ld = [&](const float* p) { return masked ? _mm256_maskload_ps(p + k, mask) : _mm256_loadu_ps(p + k); };
-      const __m256 a0 = ld(a);
-      const __m256 a1 = MR > 1 ? ld(a + g.lda) : z;
-      const __m256 a2 = MR > 2 ? ld(a + 2 * g.lda) : z;
+  const float* a = g.A + i0 * g.lda;
+  const float* b = g.B + j0 * g.ldb;
+  // One k-step of 8: rows of A in a0..a2, then each row of B against them.
+  auto step = [&](int64_t k, __m256i mask, bool masked) {
+    auto ld = [&](const float* p) { return masked ? _mm256_maskload_ps(p + k, mask) : _mm256_loadu_ps(p + k); };
+    const __m256 a0 = ld(a);
+    const __m256 a1 = MR > 1 ? ld(a + g.lda) : z;
+    const __m256 a2 = MR > 2 ? ld(a + 2 * g.lda) : z;
 #define FUSEDSEQ_NT_COL(j)                                          \
   if constexpr (NR > j) {                                           \
     const __m256 bj = ld(b + j * g.ldb);                            \
@@ -247,16 +246,15 @@ inline void nt_tile(const NtSegment<float>* seg, int nseg, int64_t i0, int64_t j
     if constexpr (MR > 1) s1##j = _mm256_fmadd_ps(a1, bj, s1##j);   \
     if constexpr (MR > 2) s2##j = _mm256_fmadd_ps(a2, bj, s2##j);   \
   }
-      FUSEDSEQ_NT_COL(0) FUSEDSEQ_NT_COL(1) FUSEDSEQ_NT_COL(2) FUSEDSEQ_NT_COL(3)
+    FUSEDSEQ_NT_COL(0) FUSEDSEQ_NT_COL(1) FUSEDSEQ_NT_COL(2) FUSEDSEQ_NT_COL(3)
 #undef FUSEDSEQ_NT_COL
-    };
-    int64_t k = 0;
-    for (; k + 8 <= g.K; k += 8) step(k, __m256i{}, false);
-    if (k < g.K) step(k, tail_mask(g.K - k), true);
-  }
+  };
+  int64_t k = 0;
+  for (; k + 8 <= g.K; k += 8) step(k, __m256i{}, false);
+  if (k < g.K) step(k, tail_mask(g.K - k), true);
   float* c = C + i0 * ldc + j0;
 #define FUSEDSEQ_NT_STORE(i, j) \
-  if constexpr (MR > i && NR > j) c[i * ldc + j] = hsum(s##i##j);
+  if constexpr (MR > i && NR > j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + hsum(s##i##j);
   FUSEDSEQ_NT_STORE(0, 0) FUSEDSEQ_NT_STORE(0, 1) FUSEDSEQ_NT_STORE(0, 2) FUSEDSEQ_NT_STORE(0, 3)
   FUSEDSEQ_NT_STORE(1, 0) FUSEDSEQ_NT_STORE(1, 1) FUSEDSEQ_NT_STORE(1, 2) FUSEDSEQ_NT_STORE(1, 3)
   FUSEDSEQ_NT_STORE(2, 0) FUSEDSEQ_NT_STORE(2, 1) FUSEDSEQ_NT_STORE(2, 2) FUSEDSEQ_NT_STORE(2, 3)
@@ -264,11 +262,11 @@ inline void nt_tile(const NtSegment<float>* seg, int nseg, int64_t i0, int64_t j
 }
 
 template <int NR>
-inline void nt_col_block(int64_t M, const NtSegment<float>* seg, int nseg, int64_t j0, float* C, int64_t ldc) {
+inline void nt_col_block(int64_t M, const NtSegment<float>& g, int64_t j0, float* C, int64_t ldc, bool accumulate) {
   int64_t i = 0;
-  for (; i + 3 <= M; i += 3) nt_tile<3, NR>(seg, nseg, i, j0, C, ldc);
-  if (M - i == 2) nt_tile<2, NR>(seg, nseg, i, j0, C, ldc);
-  if (M - i == 1) nt_tile<1, NR>(seg, nseg, i, j0, C, ldc);
+  for (; i + 3 <= M; i += 3) nt_tile<3, NR>(g, i, j0, C, ldc, accumulate);
+  if (M - i == 2) nt_tile<2, NR>(g, i, j0, C, ldc, accumulate);
+  if (M - i == 1) nt_tile<1, NR>(g, i, j0, C, ldc, accumulate);
 }
 
 template <>
@@ -277,13 +275,20 @@ inline void gemm_nt<float>(int64_t M, int64_t N, const NtSegment<float>* seg, in
   // B's rows (the weights, the big operand) are the outer loop, so each
   // block of 4 rows is read from memory once and reused from L1 for every
   // row of A; the other order re-streams all of B per 3 rows of A.
-  int64_t j = 0;
-  for (; j + 4 <= N; j += 4) nt_col_block<4>(M, seg, nseg, j, C, ldc);
-  switch (N - j) {
-    case 3: nt_col_block<3>(M, seg, nseg, j, C, ldc); break;
-    case 2: nt_col_block<2>(M, seg, nseg, j, C, ldc); break;
-    case 1: nt_col_block<1>(M, seg, nseg, j, C, ldc); break;
-    default: break;
+  // Segments run one after the other, each adding onto C: with the segment
+  // loop inside the tile, GCC 12 ran out of general registers and reloaded
+  // the row pointers from the stack on every k step, which made a two-
+  // segment call 1.5x slower than two one-segment calls.
+  for (int s = 0; s < nseg; ++s) {
+    const bool acc = s > 0;
+    int64_t j = 0;
+    for (; j + 4 <= N; j += 4) nt_col_block<4>(M, seg[s], j, C, ldc, acc);
+    switch (N - j) {
+      case 3: nt_col_block<3>(M, seg[s], j, C, ldc, acc); break;
+      case 2: nt_col_block<2>(M, seg[s], j, C, ldc, acc); break;
+      case 1: nt_col_block<1>(M, seg[s], j, C, ldc, acc); break;
+      default: break;
+    }
   }
 }
 #endif  // FUSEDSEQ_AVX2

@@ -56,6 +56,85 @@ def rnn(x: Tensor, h0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optio
     return (output.transpose(0, 1) if batch_first else output), h
 
 
+def _linear(x: Tensor, w: Tensor, b: Optional[Tensor]) -> Tensor:
+    return x @ w.T if b is None else x @ w.T + b
+
+
+def lstm_cell(x: Tensor, state: Optional[tuple[Tensor, Tensor]], w_ih: Tensor, w_hh: Tensor,
+              b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """One LSTM step as torch.nn.LSTMCell computes it; gates in torch's order
+    i, f, g, o. x (B, I) or (I,); state (h, c), each (B, H) or (H,), or None."""
+    H = w_hh.shape[1]
+    if state is None:
+        zeros = x.new_zeros(*x.shape[:-1], H)
+        state = (zeros, zeros)
+    h, c = state
+    gates = _linear(x, w_ih, b_ih) + _linear(h, w_hh, b_hh)
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_next), c_next
+
+
+def gru_cell(x: Tensor, h: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
+             b_hh: Optional[Tensor] = None) -> Tensor:
+    """One GRU step as torch.nn.GRUCell computes it (gate order r, z, n; the
+    reset gate multiplies the hidden side of n, bias included):
+    n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h' = (1 - z) n + z h."""
+    if h is None:
+        h = x.new_zeros(*x.shape[:-1], w_hh.shape[1])
+    gi_r, gi_z, gi_n = _linear(x, w_ih, b_ih).chunk(3, dim=-1)
+    gh_r, gh_z, gh_n = _linear(h, w_hh, b_hh).chunk(3, dim=-1)
+    r = torch.sigmoid(gi_r + gh_r)
+    z = torch.sigmoid(gi_z + gh_z)
+    n = torch.tanh(gi_n + r * gh_n)
+    return (1 - z) * n + z * h
+
+
+def _time_major(x: Tensor, batch_first: bool) -> tuple[Tensor, bool]:
+    """x (T, B, I), (B, T, I) if batch_first, or (T, I) -> ((T, B, I), unbatched)."""
+    if x.dim() == 2:
+        return x.unsqueeze(1), True
+    return (x.transpose(0, 1) if batch_first else x), False
+
+
+def lstm(x: Tensor, state: Optional[tuple[Tensor, Tensor]], w_ih: Tensor, w_hh: Tensor,
+         b_ih: Optional[Tensor] = None, b_hh: Optional[Tensor] = None,
+         batch_first: bool = False) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """The LSTM recurrence as a Python loop of lstm_cell; same contract as fusedseq.lstm."""
+    x, unbatched = _time_major(x, batch_first)
+    if state is not None and unbatched:
+        state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
+    if state is None:
+        zeros = x.new_zeros(x.shape[1], w_hh.shape[1])
+        state = (zeros, zeros)
+    states = []
+    for t in range(x.shape[0]):
+        state = lstm_cell(x[t], state, w_ih, w_hh, b_ih, b_hh)
+        states.append(state[0])
+    output = torch.stack(states)
+    h_n, c_n = state
+    if unbatched:
+        return output.squeeze(1), (h_n.squeeze(0), c_n.squeeze(0))
+    return (output.transpose(0, 1) if batch_first else output), (h_n, c_n)
+
+
+def gru(x: Tensor, h0: Optional[Tensor], w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor] = None,
+        b_hh: Optional[Tensor] = None, batch_first: bool = False) -> tuple[Tensor, Tensor]:
+    """The GRU recurrence as a Python loop of gru_cell; same contract as fusedseq.gru."""
+    x, unbatched = _time_major(x, batch_first)
+    h = h0.unsqueeze(0) if (h0 is not None and unbatched) else h0
+    if h is None:
+        h = x.new_zeros(x.shape[1], w_hh.shape[1])
+    states = []
+    for t in range(x.shape[0]):
+        h = gru_cell(x[t], h, w_ih, w_hh, b_ih, b_hh)
+        states.append(h)
+    output = torch.stack(states)
+    if unbatched:
+        return output.squeeze(1), h.squeeze(0)
+    return (output.transpose(0, 1) if batch_first else output), h
+
+
 def attention_visible(Nq: int, Nk: int, is_causal: bool = False, window: Optional[Sequence[int]] = None,
                       bottom_right: bool = False, device=None) -> Tensor:
     """(Nq, Nk) bool: which keys each query may see before any attn_mask.

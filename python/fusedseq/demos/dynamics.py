@@ -1,4 +1,4 @@
-"""Dynamics: an RNN trained to forecast a chaotic signal recreates its attractor.
+"""Dynamics: recurrent networks trained to forecast a chaotic signal recreate its attractor.
 
 The Lorenz system (sigma = 10, rho = 28, beta = 8/3),
 
@@ -9,14 +9,19 @@ thrown away, only the x coordinate is kept (~40,000 samples, normalised).
 Windows of 40 past values (1 feature each) predict the next value; the first
 80% of the time series trains, the last 20% tests.
 
-Three forecasters of the next value:
+Forecasters of the next value:
   * persistence: the next value is the last one;
   * linear autoregression (AR): least squares on the 40 lags;
-  * an RNN (fusedseq RNN, tanh) reading the window, with a linear head on its
-    last hidden state. It predicts the change from the last value (the
-    persistence baseline is built in; the network learns what it misses).
+  * three recurrent networks side by side, each reading the window with a
+    linear head on its last hidden state: the Elman RNN (fusedseq RNN, tanh),
+    an LSTM and a GRU. They have about the same number of weights (the RNN's
+    width is --hidden; the LSTM's and GRU's are chosen to match its weight
+    count, since a gated unit carries 4 or 3 times an Elman unit's weights),
+    so what differs is how the state is updated, not how much of it there is.
+    Each predicts the change from the last value (the persistence baseline is
+    built in; the network learns what it misses).
 
-The RNN only ever sees x, yet to predict x well it must know where on the
+A network only ever sees x, yet to predict x well it must know where on the
 attractor the system is -- which needs y and z. Its hidden state after a
 window, projected to 3-D by PCA, traces a shape with the attractor's two
 lobes. An autoencoder (40 -> 64 -> 3 -> 64 -> 40 MLP) compressing the same
@@ -25,9 +30,10 @@ a number: the "neighbour R^2" of (x, y, z) guessed from the nearest points of
 the picture (see ``neighbour_r2``): near 1 when the picture is the attractor,
 bent but not torn.
 
-Plots: dynamics_forecast.png (one-step errors, a 300-step rollout in which the
-RNN and AR are fed their own predictions) and dynamics_attractor.png (the true
-attractor, the RNN's hidden states, the autoencoder's latent trajectory).
+Plots: dynamics_forecast.png (one-step errors, a 300-step rollout in which
+each network and AR are fed their own predictions) and dynamics_attractor.png
+(the true attractor, each network's hidden states, the autoencoder's latent
+trajectory).
 """
 from __future__ import annotations
 
@@ -39,11 +45,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..nn.rnn import RNN
+from ..nn import GRU, LSTM, RNN
 from . import _common
 
 NAME = "dynamics"
-HELP = "Lorenz system: an RNN forecaster vs baselines; its hidden states recreate the attractor"
+HELP = "Lorenz system: RNN, LSTM and GRU forecasters vs baselines; their hidden states recreate the attractor"
 
 SIGMA, RHO, BETA = 10.0, 28.0, 8.0 / 3.0
 DT = 0.01            # RK4 step (time units)
@@ -54,16 +60,21 @@ WINDOW = 40          # past values per window
 INPUT_NOISE = 0.03   # std of the noise added to the RNN's training windows (see Forecaster)
 ROLLOUTS = 10        # rollouts, from starts spread over the test stretch, for the horizon metric
 TRAIN_FRACTION = 0.8
+# The recurrent networks, in the order they are shown: name -> (module, gate blocks per unit).
+NETWORKS = {"rnn": (RNN, 1), "lstm": (LSTM, 4), "gru": (GRU, 3)}
+LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+COLORS = {"rnn": "tab:blue", "lstm": "tab:green", "gru": "tab:red"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=_common.positive_int, default=None,
                         help="length of the x series (default 40000; 8000 with --quick)")
     parser.add_argument("--epochs", type=_common.positive_int, default=None,
-                        help="passes over the training windows by the RNN; the autoencoder makes "
+                        help="passes over the training windows by each network; the autoencoder makes "
                              "twice as many (default 10; 8 with --quick, on fewer samples)")
     parser.add_argument("--hidden", type=_common.positive_int, default=64,
-                        help="hidden units of the RNN (default: %(default)s)")
+                        help="hidden units of the RNN; the LSTM and GRU get the width that gives them "
+                             "about as many weights (default: %(default)s, i.e. LSTM 31, GRU 36)")
     parser.add_argument("--batch", type=_common.positive_int, default=128,
                         help="windows per training step (default: %(default)s)")
     parser.add_argument("--lr", type=_common.positive_float, default=3e-3,
@@ -125,9 +136,19 @@ def predict_autoregression(coef: np.ndarray, windows: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- the models --
+def matched_hidden(kind: str, rnn_hidden: int) -> int:
+    """The width at which network ``kind`` has about the weights of an RNN of
+    width ``rnn_hidden`` (one input feature): G (H^2 + 3H) weights for G gate
+    blocks (W_ih, W_hh, b_ih, b_hh), solved for H."""
+    gates = NETWORKS[kind][1]
+    target = (rnn_hidden ** 2 + 3 * rnn_hidden) / gates
+    return max(1, round((-3 + math.sqrt(9 + 4 * target)) / 2))
+
+
 class Forecaster(torch.nn.Module):
-    """A fusedseq RNN over the window and a linear head on its last state,
-    predicting the change from the window's last value.
+    """A fusedseq recurrent network (``kind``: rnn, lstm or gru) over the
+    window and a linear head on its last hidden state, predicting the change
+    from the window's last value.
 
     It is trained on windows with a little noise added (INPUT_NOISE, in units
     of the signal's std): fed its own slightly wrong predictions, a network
@@ -136,15 +157,16 @@ class Forecaster(torch.nn.Module):
     keeps tracing the attractor. One-step accuracy on clean windows barely
     suffers."""
 
-    def __init__(self, hidden_size: int, backend: str):
+    def __init__(self, kind: str, hidden_size: int, backend: str):
         super().__init__()
-        self.rnn = RNN(1, hidden_size, nonlinearity="tanh", batch_first=True, backend=backend)
+        self.kind = kind
+        self.rnn = NETWORKS[kind][0](1, hidden_size, batch_first=True, backend=backend)
         self.head = torch.nn.Linear(hidden_size, 1)
 
     def last_state(self, windows: Tensor) -> Tensor:
-        """windows: (B, W) -> the hidden state after the last value, (B, H)."""
-        _, h_n = self.rnn(windows.unsqueeze(-1))                          # h_n: (1, B, H)
-        return h_n[0]
+        """windows: (B, W) -> the hidden state h after the last value, (B, H)."""
+        _, h_n = self.rnn(windows.unsqueeze(-1))                          # h_n: (1, B, H), or (h_n, c_n)
+        return (h_n[0] if isinstance(h_n, tuple) else h_n)[0]
 
     def forward(self, windows: Tensor) -> Tensor:
         """windows: (B, W) -> predicted next values (B,)."""
@@ -244,71 +266,96 @@ def horizon(pred: np.ndarray, truth: np.ndarray, tolerance: float = 0.5) -> np.n
 
 
 # -------------------------------------------------------------------- plots --
-def plot_forecast(test_truth, test_rnn, test_ar, test_persist, mses: dict, roll_truth, roll_rnn, roll_ar,
+def plot_forecast(test_truth: np.ndarray, one_step: dict, mses: dict, roll_truth: np.ndarray, rolls: dict,
                   horizons: dict, start: int, out: str) -> str:
-    """One-step forecasts and their MSE; one rollout (from test sample ``start``)."""
+    """One-step forecasts of every forecaster and their MSE; one rollout (from
+    test sample ``start``) of AR and each network. one_step, mses: label ->
+    (N,) predictions, MSE; rolls, horizons: key ("ar" or a network) -> (S,)
+    rollout, steps within tolerance."""
     fig = _common.new_figure(13, 8, layout="constrained")
     grid = fig.add_gridspec(2, 3)
+    styles = {"persistence": dict(color="tab:gray", lw=1, ls=":"), "linear AR": dict(color="tab:orange", lw=1),
+              **{LABELS[k]: dict(color=COLORS[k], lw=1, ls="--") for k in NETWORKS}}
     ax = fig.add_subplot(grid[0, :2])
     n = min(400, test_truth.shape[0])
     t = np.arange(n)
     ax.plot(t, test_truth[:n], color="black", lw=2, label="truth")
-    ax.plot(t, test_persist[:n], color="tab:gray", lw=1, ls=":", label="persistence")
-    ax.plot(t, test_ar[:n], color="tab:orange", lw=1, label="linear AR")
-    ax.plot(t, test_rnn[:n], color="tab:blue", lw=1, ls="--", label="RNN")
+    for label, pred in one_step.items():
+        ax.plot(t, pred[:n], label=label, **styles[label])
     ax.set_title("one-step forecasts on the test stretch (each from the true last 40 values)", fontsize=10)
     ax.set_xlabel(f"sample (dt = {STRIDE * DT:g})")
     ax.set_ylabel("x (normalised)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
 
     ax = fig.add_subplot(grid[0, 2])
     names = list(mses)
-    ax.bar(names, [mses[k] for k in names], color=["tab:gray", "tab:orange", "tab:blue"])
+    ax.bar(names, [mses[k] for k in names], color=[styles[k]["color"] for k in names])
     ax.set_yscale("log")
     ax.set_title("one-step test MSE (log scale)", fontsize=10)
+    ax.tick_params(axis="x", labelsize=8)
     for i, k in enumerate(names):
         ax.text(i, mses[k], f"{mses[k]:.2g}", ha="center", va="bottom", fontsize=8)
 
     ax = fig.add_subplot(grid[1, :])
     t = np.arange(roll_truth.shape[0])
     ax.plot(t, roll_truth, color="black", lw=2, label="truth")
-    ax.plot(t, roll_ar, color="tab:orange", lw=1, label=f"linear AR (within 0.5 for {horizons['ar']} steps)")
-    ax.plot(t, roll_rnn, color="tab:blue", lw=1.2, ls="--", label=f"RNN (within 0.5 for {horizons['rnn']} steps)")
-    for key, color in (("ar", "tab:orange"), ("rnn", "tab:blue")):
+    keys = ["ar", *NETWORKS]
+    for key in keys:
+        label = "linear AR" if key == "ar" else LABELS[key]
+        ax.plot(t, rolls[key], color=styles[label]["color"], lw=1.1, ls="-" if key == "ar" else "--",
+                label=f"{label} (within 0.5 for {horizons[key]} steps)")
         if horizons[key] < roll_truth.shape[0]:
-            ax.axvline(horizons[key], color=color, lw=0.8, ls=":")
+            ax.axvline(horizons[key], color=styles[label]["color"], lw=0.8, ls=":")
     ax.set_title(f"{roll_truth.shape[0]}-step rollout from test sample {start} (the RNN's median of {ROLLOUTS}): "
                  "each model fed its own predictions; chaos makes any error grow", fontsize=10)
     ax.set_xlabel("steps ahead")
     ax.set_ylabel("x (normalised)")
     lim = 1.5 * float(np.abs(roll_truth).max())
     ax.set_ylim(-lim, lim)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.suptitle("Forecasting the Lorenz x coordinate from its last 40 values", fontsize=12)
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
+    fig.suptitle("Forecasting the Lorenz x coordinate from its last 40 values: Elman RNN, LSTM and GRU "
+                 "with about the same number of weights", fontsize=12)
     return _common.save_figure(fig, out, "dynamics_forecast.png")
 
 
-def plot_attractor(true_xyz: np.ndarray, rnn_pca: np.ndarray, ae_latent: np.ndarray, r2: dict, out: str) -> str:
-    """Three 3-D trajectories over the same test stretch, coloured by the true x
-    (which lobe the system is on), so corresponding parts share a colour."""
-    fig = _common.new_figure(16, 5.6, layout="constrained")
+def plot_attractor(true_xyz: np.ndarray, pictures: dict, out: str) -> str:
+    """3-D trajectories over the same test stretch, coloured by the true x
+    (which lobe the system is on), so corresponding parts share a colour:
+    the true attractor, the autoencoder's latent, and each network's hidden
+    state (pictures: title -> (points (N, 3), neighbour R^2 (3,))), plus the
+    neighbour R^2 of every picture side by side."""
+    fig = _common.new_figure(15, 10, layout="constrained")
     colour = true_xyz[:, 0]
-    panels = (
-        (true_xyz, "the true attractor (x, y, z)", ("x", "y", "z")),
-        (rnn_pca, f"RNN hidden state, PCA to 3-D\nneighbour R^2: x {r2['rnn'][0]:.3f}, "
-                  f"y {r2['rnn'][1]:.3f}, z {r2['rnn'][2]:.3f}", ("PC 1", "PC 2", "PC 3")),
-        (ae_latent, f"autoencoder latent (3 numbers)\nneighbour R^2: x {r2['ae'][0]:.3f}, "
-                    f"y {r2['ae'][1]:.3f}, z {r2['ae'][2]:.3f}", ("z 1", "z 2", "z 3")),
-    )
-    for i, (pts, title, labels) in enumerate(panels):
-        ax = fig.add_subplot(1, 3, i + 1, projection="3d")
+
+    def panel(position, pts, title, labels):
+        ax = fig.add_subplot(2, 3, position, projection="3d")
         ax.plot(pts[:, 0], pts[:, 1], pts[:, 2], color="0.75", lw=0.4)
         ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=colour, cmap="coolwarm", s=2, depthshade=False)
         ax.set_title(title, fontsize=10)
         for setter, label in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), labels):
             setter(label, fontsize=8)
         ax.tick_params(labelsize=6)
-    fig.suptitle("Trained only to predict x, the RNN's hidden state traces the attractor's two lobes "
+
+    def r2_text(r2):
+        return f"neighbour R^2: x {r2[0]:.3f}, y {r2[1]:.3f}, z {r2[2]:.3f}"
+
+    panel(1, true_xyz, "the true attractor (x, y, z)", ("x", "y", "z"))
+    names = list(pictures)
+    for i, name in enumerate(names):
+        pts, r2 = pictures[name]
+        axes = ("z 1", "z 2", "z 3") if name.startswith("autoencoder") else ("PC 1", "PC 2", "PC 3")
+        panel(2 if name.startswith("autoencoder") else 4 + i, pts, f"{name}\n{r2_text(r2)}", axes)
+
+    ax = fig.add_subplot(2, 3, 3)
+    width = 0.8 / 3
+    for c, coord in enumerate("xyz"):
+        ax.bar(np.arange(len(names)) + (c - 1) * width, [pictures[n][1][c] for n in names], width,
+               label=coord, color=("0.3", "0.55", "0.8")[c])
+    ax.set_xticks(np.arange(len(names)), [n.split()[0] for n in names], fontsize=8)
+    ax.set_ylim(min(0.5, min(float(pictures[n][1].min()) for n in names) - 0.05), 1.01)
+    ax.set_title("how faithful each picture is: neighbour R^2 of (x, y, z)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle("Trained only to predict x, each network's hidden state traces the attractor's two lobes "
                  "(colour: the true x, i.e. which lobe)", fontsize=12)
     return _common.save_figure(fig, out, "dynamics_attractor.png")
 
@@ -337,58 +384,75 @@ def run(args: argparse.Namespace) -> dict:
     coef = fit_autoregression(train_w, train_y)
     ar = predict_autoregression(coef, test_w)
 
-    # The RNN forecaster and the autoencoder, in float32 on the chosen device.
+    # The three recurrent forecasters and the autoencoder, in float32 on the chosen device.
     to_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
     train_rows = torch.cat([to_t(train_w), to_t(train_y).unsqueeze(1)], dim=1)  # (Ntr, W + 1)
-    model = Forecaster(args.hidden, args.backend).to(device)
+
     def forecast_loss(m: Forecaster, rows: Tensor) -> Tensor:
         noise = INPUT_NOISE * torch.randn(rows[:, :-1].shape, generator=gen).to(device)   # (B, W)
         return F.mse_loss(m(rows[:, :-1] + noise), rows[:, -1])
 
-    rnn_losses = train(model, forecast_loss, train_rows, epochs, args.batch, args.lr, gen,
-                       desc="dynamics: RNN forecaster")
+    models, losses = {}, {}
+    for kind in NETWORKS:
+        width = args.hidden if kind == "rnn" else matched_hidden(kind, args.hidden)
+        models[kind] = Forecaster(kind, width, args.backend).to(device)
+        losses[kind] = train(models[kind], forecast_loss, train_rows, epochs, args.batch, args.lr, gen,
+                             desc=f"dynamics: {LABELS[kind]} forecaster (H={width})")
+        models[kind].eval()
     ae = Autoencoder().to(device)
     ae_losses = train(ae, lambda m, rows: F.mse_loss(m(rows[:, :-1])[0], rows[:, :-1]), train_rows,
                       2 * epochs, args.batch, args.lr, gen, desc="dynamics: autoencoder")
-    model.eval()
     ae.eval()
-    rnn = in_batches(model, to_t(test_w)).cpu().double().numpy()
-    mses = {"persistence": float(np.mean((persist - test_y) ** 2)), "linear AR": float(np.mean((ar - test_y) ** 2)),
-            "RNN": float(np.mean((rnn - test_y) ** 2))}
+    one_step = {"persistence": persist, "linear AR": ar,
+                **{LABELS[k]: in_batches(m, to_t(test_w)).cpu().double().numpy() for k, m in models.items()}}
+    mses = {label: float(np.mean((pred - test_y) ** 2)) for label, pred in one_step.items()}
     ae_mse = float(in_batches(lambda w: ((ae(w)[0] - w) ** 2).mean(1), to_t(test_w)).mean())
 
-    # Multi-step rollouts from starts spread over the test stretch (the first one is plotted).
+    # Multi-step rollouts from starts spread over the test stretch (one is plotted).
     steps = min(args.rollout, test_y.shape[0] - 1)
     starts = np.linspace(0, test_y.shape[0] - steps, ROLLOUTS).astype(int)  # (R,)
+    roll_truth = np.stack([test_y[s:s + steps] for s in starts])           # (R, S)
+    rolls = {"ar": rollout(lambda w: predict_autoregression(coef, w), test_w[starts], steps)}  # (R, S) each
     with torch.no_grad():
-        roll_rnn = rollout(lambda w: model(to_t(w)).cpu().numpy(), test_w[starts], steps)   # (R, S)
-    roll_ar = rollout(lambda w: predict_autoregression(coef, w), test_w[starts], steps)     # (R, S)
-    roll_truth = np.stack([test_y[s:s + steps] for s in starts])                            # (R, S)
-    horizons = {"rnn": horizon(roll_rnn, roll_truth), "ar": horizon(roll_ar, roll_truth)}   # (R,) each
+        for kind, m in models.items():
+            rolls[kind] = rollout(lambda w, m=m: m(to_t(w)).cpu().numpy(), test_w[starts], steps)
+    horizons = {k: horizon(r, roll_truth) for k, r in rolls.items()}       # (R,) each
 
     # Hidden states and latents over a stretch of consecutive test windows.
     stretch = slice(0, min(3000, test_w.shape[0]))
-    hidden = in_batches(model.last_state, to_t(test_w[stretch])).cpu().double().numpy()   # (S, H)
-    latent = in_batches(lambda w: ae(w)[1], to_t(test_w[stretch])).cpu().double().numpy()  # (S, 3)
-    hidden_3d, hidden_var = pca(hidden)
     xyz = test_xyz[stretch]
-    r2 = {"rnn": neighbour_r2(hidden_3d, xyz), "ae": neighbour_r2(latent, xyz)}
+    pictures, variances = {}, {}
+    for kind, m in models.items():
+        hidden = in_batches(m.last_state, to_t(test_w[stretch])).cpu().double().numpy()  # (S, H)
+        points, variances[kind] = pca(hidden)
+        pictures[f"{LABELS[kind]} hidden state (H={m.rnn.hidden_size}), PCA to 3-D"] = (points,
+                                                                                     neighbour_r2(points, xyz))
+    latent = in_batches(lambda w: ae(w)[1], to_t(test_w[stretch])).cpu().double().numpy()  # (S, 3)
+    pictures["autoencoder latent (3 numbers)"] = (latent, neighbour_r2(latent, xyz))
+    r2 = {kind: pictures[name][1] for kind, name in zip((*NETWORKS, "ae"), pictures)}
 
     shown = int(np.argsort(horizons["rnn"], kind="stable")[ROLLOUTS // 2])   # the RNN's median rollout
-    pngs = [plot_forecast(test_y, rnn, ar, persist, mses, roll_truth[shown], roll_rnn[shown], roll_ar[shown],
+    pngs = [plot_forecast(test_y, one_step, mses, roll_truth[shown], {k: r[shown] for k, r in rolls.items()},
                           {k: int(v[shown]) for k, v in horizons.items()}, int(starts[shown]), args.out),
-            plot_attractor(xyz, hidden_3d, latent, r2, args.out)]
-    return {
-        "samples": samples, "train_windows": int(train_w.shape[0]), "test_windows": int(test_w.shape[0]),
-        "epochs": epochs,
-        "mse_persistence": mses["persistence"], "mse_ar": mses["linear AR"], "mse_rnn": mses["RNN"],
-        "rnn_over_persistence": mses["RNN"] / mses["persistence"], "rnn_over_ar": mses["RNN"] / mses["linear AR"],
-        "rnn_final_train_loss": rnn_losses[-1], "ae_final_train_loss": ae_losses[-1], "ae_test_mse": ae_mse,
-        "rollout_steps": steps, "rollout_horizon_rnn_median": float(np.median(horizons["rnn"])),
-        "rollout_horizon_ar_median": float(np.median(horizons["ar"])),
-        "rollout_max_abs_rnn": float(np.abs(roll_rnn).max()),
-        "hidden_pca3_variance": hidden_var,
-        **{f"rnn_pca3_neighbour_r2_{c}": float(v) for c, v in zip("xyz", r2["rnn"])},
+            plot_attractor(xyz, pictures, args.out)]
+    metrics = {"samples": samples, "train_windows": int(train_w.shape[0]), "test_windows": int(test_w.shape[0]),
+               "epochs": epochs, "mse_persistence": mses["persistence"], "mse_ar": mses["linear AR"]}
+    for kind, m in models.items():
+        mse = mses[LABELS[kind]]
+        metrics.update({
+            f"{kind}_hidden_size": m.rnn.hidden_size,
+            f"{kind}_weights": sum(p.numel() for p in m.rnn.parameters()),
+            f"mse_{kind}": mse, f"{kind}_over_persistence": mse / mses["persistence"],
+            f"{kind}_over_ar": mse / mses["linear AR"], f"{kind}_final_train_loss": losses[kind][-1],
+            f"rollout_horizon_{kind}_median": float(np.median(horizons[kind])),
+            f"rollout_max_abs_{kind}": float(np.abs(rolls[kind]).max()),
+            f"{kind}_pca3_variance": variances[kind],
+            **{f"{kind}_pca3_neighbour_r2_{c}": float(v) for c, v in zip("xyz", r2[kind])},
+        })
+    metrics.update({
+        "rollout_steps": steps, "rollout_horizon_ar_median": float(np.median(horizons["ar"])),
+        "ae_final_train_loss": ae_losses[-1], "ae_test_mse": ae_mse,
         **{f"ae_latent_neighbour_r2_{c}": float(v) for c, v in zip("xyz", r2["ae"])},
         "pngs": pngs,
-    }
+    })
+    return metrics

@@ -6,6 +6,9 @@ adds what torch needs around them: a fake (meta) kernel per op so that
 itself a fused op. Importing it registers both.
 """
 from .attention import attention, attention_varlen, attention_with_lse
+from .gru import gru, gru_cell
+from .lstm import lstm, lstm_cell
 from .rnn import rnn, rnn_cell
 
-__all__ = ["attention", "attention_varlen", "attention_with_lse", "rnn", "rnn_cell"]
+__all__ = ["attention", "attention_varlen", "attention_with_lse", "gru", "gru_cell", "lstm", "lstm_cell", "rnn",
+           "rnn_cell"]

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from .. import _C  # noqa: F401  (loads the schemas)
 from . import _args, _autocast
+from ._recurrent import check_tensors, refuse_double_backward
 
 _ops = torch.ops.fusedseq
 
@@ -79,34 +80,14 @@ def _rnn_backward(ctx, grad_output, grad_h_n):
 torch.library.register_autograd("fusedseq::rnn", _rnn_backward, setup_context=_rnn_setup)
 
 
-# The backward ops are not differentiable themselves: differentiating a
-# gradient (create_graph=True, then backward again) must fail loudly rather
-# than return the zeros autograd would otherwise produce.
-def _no_double_backward(op_name: str):
-    def refuse(ctx, *grads):
-        raise RuntimeError(f"fusedseq: double backward through {op_name} is not supported "
-                           "(its backward op is not differentiable)")
-
-    def setup(ctx, inputs, output):
-        pass
-
-    return refuse, setup
-
-
-for _op in ("rnn_cell_backward", "rnn_backward"):
-    _refuse, _setup = _no_double_backward(f"fusedseq.{_op.removesuffix('_backward')}")
-    torch.library.register_autograd(f"fusedseq::{_op}", _refuse, setup_context=_setup)
-
+refuse_double_backward("rnn_cell_backward", "rnn_backward")
 _autocast.register("rnn_cell")
 _autocast.register("rnn")
 
 
 # ------------------------------------------------------------ public API --
 def _check_rnn_args(op: str, tensors: dict, optional: dict, nonlinearity) -> None:
-    for name, t in tensors.items():
-        _args.tensor(op, name, t)
-    for name, t in optional.items():
-        _args.optional_tensor(op, name, t)
+    check_tensors(op, tensors, optional)
     _args.string(op, "nonlinearity", nonlinearity)
 
 

@@ -1,0 +1,195 @@
+// torch-facing side of the LSTM ops: checks, output allocation, the large
+// matrix products that belong to ATen, and the calls into the fused kernels.
+//
+// What crosses from the forward to the backward is returned by the forward
+// ops as outputs, in the compute dtype (float32 for fp16/bf16 inputs): the
+// activated gates (·, 4H) and, for the sequence, every cell state (T, B, H).
+#include "bindings/checks.h"
+#include "bindings/cuda_ops.h"
+#include "bindings/recurrent.h"
+#include "bindings/stable.h"
+#include "cpu/kernels_cpu.h"
+
+namespace fusedseq {
+namespace {
+
+using OptTensor = std::optional<Tensor>;
+constexpr int64_t G = 4;  // gates: i, f, g, o
+
+// --------------------------------------------------------------- lstm_cell --
+// Returns (h' (B, H), c' (B, H), gates (B, 4H)).
+std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& x,        // (B, I)
+                                             const Tensor& h,        // (B, H)
+                                             const Tensor& c,        // (B, H)
+                                             const Tensor& w_ih,     // (4H, I)
+                                             const Tensor& w_hh,     // (4H, H)
+                                             const OptTensor& b_ih,  // (4H,)
+                                             const OptTensor& b_hh)  // (4H,)
+{
+  const char* op = "fusedseq.lstm_cell";
+  checks::tensor(op, "x", x, 2, "(B, I)");
+  checks::supported_device(op, x);
+  const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
+  checks::tensor_like(op, "c", c, x, {B, H}, "(B, H)");
+  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
+  if (x.is_cuda()) no_cuda_kernel(op);
+
+  const auto dt = compute_dtype(x);
+  const auto xc = as_compute(x, dt), hc = as_compute(h, dt), cc = as_compute(c, dt);
+  const auto wi = as_compute(w_ih, dt), wh = as_compute(w_hh, dt);
+  const auto bi = as_compute(b_ih, dt), bh = as_compute(b_hh, dt);
+  auto h_next = empty({B, H}, dt, x), c_next = empty({B, H}, dt, x), gates = empty({B, G * H}, dt, x);
+  dispatch_compute(dt, [&]<typename T>() {
+    LstmCellFwdParams<T> p{ptr<T>(xc), ptr<T>(hc), ptr<T>(cc), ptr<T>(wi), ptr<T>(wh), ptr<T>(bi), ptr<T>(bh),
+                           ptr<T>(h_next), ptr<T>(c_next), ptr<T>(gates), B, I, H};
+    cpu::kernels<T>().lstm_cell_forward(p, torch_parallel_for());
+  });
+  const auto st = x.scalar_type();
+  return {to_dtype(h_next, st), to_dtype(c_next, st), gates};
+}
+
+// Returns (grad_x, grad_h, grad_c, grad_w_ih, grad_w_hh, grad_b); grad_b
+// serves both biases (they enter the gates the same way).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
+    const Tensor& grad_h_next,  // (B, H)
+    const Tensor& grad_c_next,  // (B, H)
+    const Tensor& gates,        // (B, 4H) compute dtype
+    const Tensor& x,            // (B, I)
+    const Tensor& h,            // (B, H)
+    const Tensor& c,            // (B, H)
+    const Tensor& w_ih,         // (4H, I)
+    const Tensor& w_hh)         // (4H, H)
+{
+  const char* op = "fusedseq.lstm_cell_backward";
+  checks::tensor(op, "x", x, 2, "(B, I)");
+  checks::supported_device(op, x);
+  const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_h_next", &grad_h_next},
+                         {"grad_c_next", &grad_c_next},
+                         {"c", &c}})
+    checks::tensor_like(op, name, *t, x, {B, H}, "(B, H)");
+  const auto dt = compute_dtype(x);
+  checks::workspace(op, "gates", gates, dt, x, {B, G * H}, "(B, 4H)");
+  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
+  if (x.is_cuda()) no_cuda_kernel(op);
+
+  const auto gh = as_compute(grad_h_next, dt), gc = as_compute(grad_c_next, dt), g = as_compute(gates, dt);
+  const auto xc = as_compute(x, dt), hc = as_compute(h, dt), cc = as_compute(c, dt);
+  const auto wi = as_compute(w_ih, dt), wh = as_compute(w_hh, dt);
+  auto dz = empty({B, G * H}, dt, x), dx = empty({B, I}, dt, x), dh = empty({B, H}, dt, x), dc = empty({B, H}, dt, x);
+  auto dwi = empty({G * H, I}, dt, x), dwh = empty({G * H, H}, dt, x), db = empty({G * H}, dt, x);
+  dispatch_compute(dt, [&]<typename T>() {
+    LstmCellBwdParams<T> p{ptr<T>(gh),  ptr<T>(gc),  ptr<T>(g),   ptr<T>(xc), ptr<T>(hc),  ptr<T>(cc),
+                           ptr<T>(wi),  ptr<T>(wh),  ptr<T>(dz),  ptr<T>(dx), ptr<T>(dh),  ptr<T>(dc),
+                           ptr<T>(dwi), ptr<T>(dwh), ptr<T>(db),  B,          I,           H};
+    cpu::kernels<T>().lstm_cell_backward(p, torch_parallel_for());
+  });
+  const auto st = x.scalar_type();
+  return {to_dtype(dx, st), to_dtype(dh, st), to_dtype(dc, st), to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};
+}
+
+// -------------------------------------------------------------------- lstm --
+// Returns (output (T, B, H), cell_states (T, B, H), gates (T, B, 4H)).
+// Time-major; batch_first is the Python wrapper's business.
+std::tuple<Tensor, Tensor, Tensor> lstm(const Tensor& x,        // (T, B, I)
+                                        const Tensor& h0,       // (B, H)
+                                        const Tensor& c0,       // (B, H)
+                                        const Tensor& w_ih,     // (4H, I)
+                                        const Tensor& w_hh,     // (4H, H)
+                                        const OptTensor& b_ih,  // (4H,)
+                                        const OptTensor& b_hh)  // (4H,)
+{
+  const char* op = "fusedseq.lstm";
+  checks::tensor(op, "x", x, 3, "(T, B, I)");
+  checks::supported_device(op, x);
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
+  checks::tensor_like(op, "c0", c0, x, {B, H}, "(B, H)");
+  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
+  if (x.is_cuda()) no_cuda_kernel(op);
+
+  const auto dt = compute_dtype(x);
+  const auto xc = as_compute(x, dt), hc = as_compute(h0, dt), cc = as_compute(c0, dt), wh = as_compute(w_hh, dt);
+  const auto bi = as_compute(b_ih, dt), bh = as_compute(b_hh, dt);
+  // The input projection of every step is one large product, written straight
+  // into `gates`; the recurrence then adds h W_hhᵀ and the biases in place.
+  auto gates = empty({T_, B, G * H}, dt, x);
+  mm_out(view2d(gates, T_ * B, G * H), view2d(xc, T_ * B, I), t(to_dtype(w_ih, dt)));
+  auto out = empty({T_, B, H}, dt, x), cell = empty({T_, B, H}, dt, x);
+  dispatch_compute(dt, [&]<typename T>() {
+    LstmSeqFwdParams<T> p{ptr<T>(hc),    ptr<T>(cc),  ptr<T>(wh),   ptr<T>(bi), ptr<T>(bh),
+                          ptr<T>(gates), ptr<T>(out), ptr<T>(cell), T_,         B,          H};
+    cpu::kernels<T>().lstm_seq_forward(p, torch_parallel_for());
+  });
+  return {to_dtype(out, x.scalar_type()), cell, gates};
+}
+
+// Returns (grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Tensor& grad_output,       // (T, B, H)
+    const Tensor& grad_cell_states,  // (T, B, H) compute dtype
+    const Tensor& output,            // (T, B, H)
+    const Tensor& cell_states,       // (T, B, H) compute dtype
+    const Tensor& gates,             // (T, B, 4H) compute dtype
+    const Tensor& x,                 // (T, B, I)
+    const Tensor& h0,                // (B, H)
+    const Tensor& c0,                // (B, H)
+    const Tensor& w_ih,              // (4H, I)
+    const Tensor& w_hh)              // (4H, H)
+{
+  const char* op = "fusedseq.lstm_backward";
+  checks::tensor(op, "x", x, 3, "(T, B, I)");
+  checks::supported_device(op, x);
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
+  checks::tensor_like(op, "c0", c0, x, {B, H}, "(B, H)");
+  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}})
+    checks::tensor_like(op, name, *t, x, {T_, B, H}, "(T, B, H)");
+  const auto dt = compute_dtype(x);
+  checks::workspace(op, "grad_cell_states", grad_cell_states, dt, x, {T_, B, H}, "(T, B, H)");
+  checks::workspace(op, "cell_states", cell_states, dt, x, {T_, B, H}, "(T, B, H)");
+  checks::workspace(op, "gates", gates, dt, x, {T_, B, G * H}, "(T, B, 4H)");
+  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
+  if (x.is_cuda()) no_cuda_kernel(op);
+
+  const auto go = as_compute(grad_output, dt), gc = as_compute(grad_cell_states, dt), y = as_compute(output, dt);
+  const auto cs = as_compute(cell_states, dt), g = as_compute(gates, dt);
+  const auto xc = as_compute(x, dt), hc = as_compute(h0, dt), cc = as_compute(c0, dt);
+  const auto wi = to_dtype(w_ih, dt), wh = as_compute(w_hh, dt);
+  auto dz = empty({T_, B, G * H}, dt, x), dh0 = empty({B, H}, dt, x), dc0 = empty({B, H}, dt, x);
+  dispatch_compute(dt, [&]<typename T>() {
+    LstmSeqBwdParams<T> p{ptr<T>(go), ptr<T>(gc),  ptr<T>(g),   ptr<T>(cs), ptr<T>(cc), ptr<T>(wh),
+                          ptr<T>(dz), ptr<T>(dh0), ptr<T>(dc0), T_,         B,          H};
+    cpu::kernels<T>().lstm_seq_backward(p, torch_parallel_for());
+  });
+  // Everything left is a large product over all T·B rows at once.
+  const auto dz2 = view2d(dz, T_ * B, G * H);
+  const auto dx = strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
+  const auto dwi = mm(t(dz2), view2d(xc, T_ * B, I));
+  const auto dwh = mm(t(dz2), previous_states(hc, y));
+  const auto db = sum_dim(dz2, 0);
+  const auto st = x.scalar_type();
+  return {to_dtype(dx, st),  to_dtype(dh0, st), to_dtype(dc0, st),
+          to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};
+}
+
+}  // namespace
+
+// The same functions serve CPU and CUDA tensors (CUDA raises after the checks
+// until a CUDA kernel lands); sparse and mkldnn tensors dispatch to their own
+// keys, where the layout check names the offending argument.
+#define FUSEDSEQ_LSTM_IMPLS(KEY)                                                     \
+  STABLE_TORCH_LIBRARY_IMPL(fusedseq, KEY, m) {                                      \
+    register_generic(m, #KEY, "lstm_cell", TORCH_BOX(&lstm_cell));                   \
+    register_generic(m, #KEY, "lstm_cell_backward", TORCH_BOX(&lstm_cell_backward)); \
+    register_generic(m, #KEY, "lstm", TORCH_BOX(&lstm));                             \
+    register_generic(m, #KEY, "lstm_backward", TORCH_BOX(&lstm_backward));           \
+  }
+FUSEDSEQ_LSTM_IMPLS(CPU)
+FUSEDSEQ_LSTM_IMPLS(CUDA)
+FUSEDSEQ_LSTM_IMPLS(SparseCPU)
+FUSEDSEQ_LSTM_IMPLS(SparseCUDA)
+FUSEDSEQ_LSTM_IMPLS(SparseCsrCPU)
+FUSEDSEQ_LSTM_IMPLS(SparseCsrCUDA)
+FUSEDSEQ_LSTM_IMPLS(MkldnnCPU)
+#undef FUSEDSEQ_LSTM_IMPLS
+
+}  // namespace fusedseq

@@ -83,6 +83,8 @@ except ImportError:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ops(*names): the torch.ops.fusedseq ops a test needs (for the CUDA skip)")
+    config.addinivalue_line("markers", "cpu_kernels_only(reason): the test checks what only the CPU kernels do "
+                            "(no cuda/emulated variant)")
     # torch.library.opcheck goes through torch.jit internally (torch 2.13).
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
@@ -145,6 +147,9 @@ def device(request) -> str:
     if request.param == "cpu":
         yield "cpu"
         return
+    only = request.node.get_closest_marker("cpu_kernels_only")
+    if only is not None:
+        pytest.skip(f"CPU kernels only: {only.args[0] if only.args else ''}")
     marker = request.node.get_closest_marker("ops")
     ops = marker.args if marker is not None else ALL_OPS
     reason = (cuda_skip_reason if request.param == "cuda" else emulated_skip_reason)(ops)
@@ -176,7 +181,8 @@ def kernels(request) -> str:
 
 
 def pytest_generate_tests(metafunc):
-    if "device" not in metafunc.fixturenames and metafunc.definition.get_closest_marker("ops") is not None:
+    if "device" not in metafunc.fixturenames and metafunc.definition.get_closest_marker("ops") is not None \
+            and metafunc.definition.get_closest_marker("cpu_kernels_only") is None:
         metafunc.parametrize("kernels", ["cpu", pytest.param("emulated", marks=pytest.mark.emulated)],
                              indirect=True)
 

@@ -25,14 +25,26 @@
 
 #include "bindings/stable.h"
 
-// X(op, binding) for every fusedseq op that has a CUDA kernel. None yet:
-// issue 10 adds attention, issue 11 the RNN ops.
-#define FUSEDSEQ_CUDA_OPS(X)
+// X(op, binding) for every fusedseq op that has a CUDA kernel.
+#define FUSEDSEQ_CUDA_OPS(X)     \
+  X(attention_fwd, attention_fwd) \
+  X(attention_bwd, attention_bwd)
 
 namespace fusedseq::cuda_bindings {
 // Declarations of the bindings named in FUSEDSEQ_CUDA_OPS, one per line, e.g.
 //   std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
 //                                            double scale);
+// attention_cuda.cpp:
+std::tuple<Tensor, Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                 const std::optional<Tensor>& attn_mask, double dropout_p,
+                                                 bool is_causal, double scale, int64_t window_left,
+                                                 int64_t window_right, int64_t seed, int64_t offset);
+std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_out, const Tensor& q, const Tensor& k,
+                                                 const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                 const Tensor& lse_lo, const std::optional<Tensor>& attn_mask,
+                                                 double dropout_p, bool is_causal, double scale,
+                                                 int64_t window_left, int64_t window_right, int64_t seed,
+                                                 int64_t offset);
 }  // namespace fusedseq::cuda_bindings
 
 namespace fusedseq {

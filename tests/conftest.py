@@ -85,6 +85,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "ops(*names): the torch.ops.fusedseq ops a test needs (for the CUDA skip)")
     config.addinivalue_line("markers", "cpu_kernels_only(reason): the test checks what only the CPU kernels do "
                             "(no cuda/emulated variant)")
+    config.addinivalue_line("markers", "skip_emulated(reason): no emulated variant (e.g. too large for the "
+                            "emulator); the cuda variant still runs")
     # torch.library.opcheck goes through torch.jit internally (torch 2.13).
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
@@ -158,6 +160,7 @@ def device(request) -> str:
     if request.param == "cuda":
         yield "cuda"
         return
+    _skip_if_marked_emulated(request)
     with emulated_kernels(ops):
         yield "cpu"
 
@@ -176,8 +179,15 @@ def kernels(request) -> str:
     reason = emulated_skip_reason(ops)
     if reason:
         pytest.skip(reason)
+    _skip_if_marked_emulated(request)
     with emulated_kernels(ops):
         yield which
+
+
+def _skip_if_marked_emulated(request) -> None:
+    marker = request.node.get_closest_marker("skip_emulated")
+    if marker is not None:
+        pytest.skip(f"not on the emulator: {marker.args[0] if marker.args else ''}")
 
 
 def pytest_generate_tests(metafunc):

@@ -8,8 +8,10 @@
 //                smaller D runs padded in the next one up. fp32 accumulation.
 //   fp32, fp64   CUDA cores, exact in the input dtype (attention_simt.cu):
 //                correct, not fast.
-// lse_lo is returned as zeros: the CUDA kernels round the LSE once, in the
-// accumulation dtype, and their backward reads lse alone.
+// lse_lo: the tensor-core kernels round the LSE once, in fp32, and return
+// lse_lo = 0 (their backward reads lse alone: with bf16/fp16 inputs the
+// logits' own rounding dominates); the fp32/fp64 kernels return what
+// rounding lost in lse_lo, as the CPU op does, and their backward reads both.
 // Not on CUDA yet (NotImplementedError naming the argument): attn_mask,
 // dropout_p > 0, and the varlen ops (not registered here).
 #include "bindings/attention_checks.h"
@@ -113,7 +115,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_fwd(
       p.k = ptr<T>(kc), p.k_st = strides_of(kc);
       p.v = ptr<T>(vc), p.v_st = strides_of(vc);
       p.out = ptr<T>(out), p.o_st = strides_of(out);
-      p.lse = ptr<T>(lse), p.lse_st = lse_st;
+      p.lse = ptr<T>(lse), p.lse_lo = ptr<T>(lse_lo), p.lse_st = lse_st;
       p.num_splits = 1;
       cuda::attention_forward_simt(p, ctx.stream());
     });
@@ -128,7 +130,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
     const Tensor& v,                             // (B, Hkv, Nk, D)
     const Tensor& out,                           // (B, Hq, Nq, D)
     const Tensor& lse,                           // (B, Hq, Nq)
-    const Tensor& lse_lo,                        // (B, Hq, Nq): unused by the CUDA kernels
+    const Tensor& lse_lo,                        // (B, Hq, Nq): read by the fp32/fp64 kernels
     const std::optional<Tensor>& attn_mask,      // not on CUDA yet
     double dropout_p, bool is_causal, double scale, int64_t window_left, int64_t window_right, int64_t seed,
     int64_t offset) {
@@ -145,7 +147,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
   DeviceContext ctx(kBwd, {{"grad_out", &grad_out}, {"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
   refuse_unsupported(kBwd, mask, dropout_p, q);
 
-  const Tensor lc = torch::stable::contiguous(lse);
+  const Tensor lc = torch::stable::contiguous(lse), llc = torch::stable::contiguous(lse_lo);
   Tensor dq = empty(q.sizes(), q.scalar_type(), q);
   Tensor dk = empty(k.sizes(), q.scalar_type(), q);
   Tensor dv = empty(v.sizes(), q.scalar_type(), q);
@@ -175,7 +177,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
       p.v = ptr<T>(vc), p.v_st = strides_of(vc);
       p.out = ptr<T>(oc), p.o_st = strides_of(oc);
       p.grad_out = ptr<T>(gc), p.do_st = strides_of(gc);
-      p.lse = ptr<T>(lc), p.lse_st = lse_st;
+      p.lse = ptr<T>(lc), p.lse_lo = ptr<T>(llc), p.lse_st = lse_st;
       p.grad_q = ptr<T>(dq), p.dq_st = strides_of(dq);
       p.grad_k = ptr<T>(dk), p.dk_st = strides_of(dk);
       p.grad_v = ptr<T>(dv), p.dv_st = strides_of(dv);

@@ -44,8 +44,8 @@ void attention_forward(const AttnFwdParams<uint16_t>& p, AttnDtype dtype, void* 
 // Same layout requirements as the forward, for grad_out and out too.
 void attention_backward(const AttnBwdParams<uint16_t>& p, AttnDtype dtype, void* stream);
 
-// CUDA cores, T = float or double (accumulation in T): any D <= 256, any
-// strides with a unit last one. Same outputs as above (lse_lo untouched).
+// CUDA cores, T = float or double (accumulation in double): any D <= 256,
+// any strides with a unit last one. Writes lse and lse_lo as the CPU op does.
 template <class T>
 void attention_forward_simt(const AttnFwdParams<T>& p, void* stream);
 template <class T>

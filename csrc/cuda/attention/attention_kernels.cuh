@@ -75,13 +75,18 @@ struct KeyRange {
 // Issues the cp.async copies of rows [row0, row0 + kRowsT) of a (nrows, D)
 // matrix with row stride `stride` into a smem tile of kD-wide rows; rows past
 // nrows and columns past D copy nothing and are zero-filled.
-template <class T, int kD, int kRowsT>
-__device__ __forceinline__ void load_rows(T* s, const T* g, int64_t stride, int64_t row0, int64_t nrows, int D) {
+// `skip(row)` (optional) zero-fills rows the caller wants as zeros.
+struct NoSkip {
+  __device__ __forceinline__ bool operator()(int64_t) const { return false; }
+};
+template <class T, int kD, int kRowsT, class Skip = NoSkip>
+__device__ __forceinline__ void load_rows(T* s, const T* g, int64_t stride, int64_t row0, int64_t nrows, int D,
+                                          Skip skip = {}) {
   constexpr int kChunks = kD / 8;
   for (int c = threadIdx.x; c < kRowsT * kChunks; c += kThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
     const int64_t gr = row0 + r;
-    const int valid = gr < nrows ? (D - col >= 8 ? 8 : (D - col > 0 ? D - col : 0)) : 0;
+    const int valid = gr < nrows && !skip(gr) ? (D - col >= 8 ? 8 : (D - col > 0 ? D - col : 0)) : 0;
     cp_async_16(s + r * Tiles<kD>::kStride + col, valid ? g + gr * stride + col : g, int(valid * sizeof(T)));
   }
 }
@@ -359,7 +364,12 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv_kernel(AttnBwdParams<uint16
     const int64_t h = hk * group + t / per_head, i0 = qlo + int64_t(t % per_head) * kM;
     const T* q = reinterpret_cast<const T*>(p.q) + b * p.q_st.b + h * p.q_st.h;
     const T* g = reinterpret_cast<const T*>(p.grad_out) + b * p.do_st.b + h * p.do_st.h;
-    load_rows<T, kD, kM>(sQ + stage * kM * kS, q, p.q_st.n, i0, Nq, D);
+    // A query that sees no key (lse = -inf) adds nothing to dK; its row of Q
+    // is loaded as zeros so that 0 · (-inf) in a -inf query cannot make a NaN.
+    const float* lse = p.lse + b * p.lse_st.b + h * p.lse_st.h;
+    const int64_t lse_n = p.lse_st.n;
+    load_rows<T, kD, kM>(sQ + stage * kM * kS, q, p.q_st.n, i0, Nq, D,
+                         [=](int64_t i) { return lse[i * lse_n] == -INFINITY; });
     load_rows<T, kD, kM>(sG + stage * kM * kS, g, p.do_st.n, i0, Nq, D);
     for (int c = threadIdx.x; c < kM; c += kThreads) {  // plain loads: visible after the next barrier
       const int64_t i = i0 + c;

@@ -1,6 +1,8 @@
 // Fused attention on CUDA cores for fp32 and fp64 inputs: one thread per
-// query row (forward, dQ) or key row (dK, dV), the online softmax in the
-// input dtype, the row's accumulators in local memory. The tensor-core
+// query row (forward, dQ) or key row (dK, dV), everything accumulated in
+// double (fp32 inputs too: with logits of 1e4, an fp32 dot product's
+// rounding alone moves P by 1e-3 relative), the row's accumulators in local
+// memory. The tensor-core
 // kernels (attention_kernels.cuh) are the fast path; this one is the correct
 // path for inputs tensor cores would round (its error is the dtype's own).
 #include "cuda/compat.cuh"  // first: the emulated build precompiles it
@@ -19,10 +21,12 @@ __device__ __forceinline__ double exp_(double x) { return exp(x); }
 __device__ __forceinline__ float log_(float x) { return logf(x); }
 __device__ __forceinline__ double log_(double x) { return log(x); }
 
+using A = double;  // accumulation type
+
 template <class T>
-__device__ __forceinline__ T dot(const T* a, const T* b, int D) {
-  T s = 0;
-  for (int d = 0; d < D; ++d) s += a[d] * b[d];
+__device__ __forceinline__ A dot(const T* a, const T* b, int D) {
+  A s = 0;
+  for (int d = 0; d < D; ++d) s += A(a[d]) * A(b[d]);
   return s;
 }
 
@@ -36,27 +40,33 @@ __global__ void __launch_bounds__(kRowsPerBlock) simt_fwd_kernel(AttnFwdParams<T
   const T* k = p.k + b * p.k_st.b + hk * p.k_st.h;
   const T* v = p.v + b * p.v_st.b + hk * p.v_st.h;
   const KeyRange r(p.s);
-  const T scale = T(p.s.scale);
-  T acc[kAttnMaxHeadDim];
+  const A scale = p.s.scale;
+  A acc[kAttnMaxHeadDim];
   for (int d = 0; d < D; ++d) acc[d] = 0;
-  T m = -INFINITY, l = 0;
+  A m = -INFINITY, l = 0;
   for (int64_t j = r.lo(i), hi = r.hi(i); j < hi; ++j) {
-    const T x = dot(q, k + j * p.k_st.n, D) * scale;
+    const A x = dot(q, k + j * p.k_st.n, D) * scale;
+    if (x == -INFINITY) continue;  // a logit of -inf adds nothing (and exp(-inf - -inf) would be NaN)
     if (x > m) {  // rescale what was summed under the old max (0 when nothing was)
-      const T corr = exp_(m - x);
+      const A corr = exp_(m - x);
       l *= corr;
       for (int d = 0; d < D; ++d) acc[d] *= corr;
       m = x;
     }
-    const T pj = exp_(x - m);  // NaN logits propagate through pj
+    const A pj = exp_(x - m);  // NaN logits propagate through pj
     l += pj;
     const T* vj = v + j * p.v_st.n;
     for (int d = 0; d < D; ++d) acc[d] += pj * vj[d];
   }
-  const T inv = l > 0 ? T(1) / l : T(0);
+  const A inv = l > 0 ? 1 / l : 0;
   T* out = p.out + b * p.o_st.b + h * p.o_st.h + i * p.o_st.n;
-  for (int d = 0; d < D; ++d) out[d] = acc[d] * inv;
-  p.lse[b * p.lse_st.b + h * p.lse_st.h + i * p.lse_st.n] = l > 0 ? m + log_(l) : T(-INFINITY);
+  for (int d = 0; d < D; ++d) out[d] = T(acc[d] * inv);
+  // The LSE as lse + lse_lo (csrc/common/params.h): what rounding it to T lost
+  // goes to lse_lo, so the backward recomputes P from the double value.
+  const A lse = l > 0 ? m + log_(l) : A(-INFINITY);
+  const int64_t at = b * p.lse_st.b + h * p.lse_st.h + i * p.lse_st.n;
+  p.lse[at] = T(lse);
+  p.lse_lo[at] = l > 0 ? T(lse - A(T(lse))) : T(0);
 }
 
 // dQ row by row; also writes delta = rowsum(dO ∘ O), which the dK/dV kernel reads.
@@ -72,21 +82,22 @@ __global__ void __launch_bounds__(kRowsPerBlock) simt_dq_kernel(AttnBwdParams<T>
   const T* k = p.k + b * p.k_st.b + hk * p.k_st.h;
   const T* v = p.v + b * p.v_st.b + hk * p.v_st.h;
   const KeyRange r(p.s);
-  const T scale = T(p.s.scale);
-  const T lse = p.lse[b * p.lse_st.b + h * p.lse_st.h + i * p.lse_st.n];
-  const T delta = dot(g, o, D);
-  p.delta[(b * p.s.Hq + h) * p.s.Nq + i] = delta;
-  T acc[kAttnMaxHeadDim];
+  const A scale = p.s.scale;
+  const int64_t at = b * p.lse_st.b + h * p.lse_st.h + i * p.lse_st.n;
+  const A lse = A(p.lse[at]) + A(p.lse_lo[at]);
+  const A delta = dot(g, o, D);
+  p.delta[(b * p.s.Hq + h) * p.s.Nq + i] = T(delta);
+  A acc[kAttnMaxHeadDim];
   for (int d = 0; d < D; ++d) acc[d] = 0;
-  if (lse != T(-INFINITY))
+  if (lse != -INFINITY)
     for (int64_t j = r.lo(i), hi = r.hi(i); j < hi; ++j) {
-      const T pj = exp_(dot(q, k + j * p.k_st.n, D) * scale - lse);
-      const T ds = pj * (dot(g, v + j * p.v_st.n, D) - delta);
+      const A pj = exp_(dot(q, k + j * p.k_st.n, D) * scale - lse);
+      const A ds = pj * (dot(g, v + j * p.v_st.n, D) - delta);
       const T* kj = k + j * p.k_st.n;
       for (int d = 0; d < D; ++d) acc[d] += ds * kj[d];
     }
   T* dq = p.grad_q + b * p.dq_st.b + h * p.dq_st.h + i * p.dq_st.n;
-  for (int d = 0; d < D; ++d) dq[d] = acc[d] * scale;
+  for (int d = 0; d < D; ++d) dq[d] = T(acc[d] * scale);
 }
 
 // dK, dV key by key, summing over the query heads of the key's group.
@@ -99,25 +110,26 @@ __global__ void __launch_bounds__(kRowsPerBlock) simt_dkdv_kernel(AttnBwdParams<
   const T* kj = p.k + b * p.k_st.b + hk * p.k_st.h + j * p.k_st.n;
   const T* vj = p.v + b * p.v_st.b + hk * p.v_st.h + j * p.v_st.n;
   const KeyRange r(p.s);
-  const T scale = T(p.s.scale);
+  const A scale = p.s.scale;
   int64_t qlo, qhi;
   r.queries_of(j, j + 1, p.s.Nq, qlo, qhi);
-  T dk[kAttnMaxHeadDim], dv[kAttnMaxHeadDim];
+  A dk[kAttnMaxHeadDim], dv[kAttnMaxHeadDim];
   for (int d = 0; d < D; ++d) dk[d] = dv[d] = 0;
   for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
     for (int64_t i = qlo; i < qhi; ++i) {
       if (!r.sees(i, j)) continue;
-      const T lse = p.lse[b * p.lse_st.b + h * p.lse_st.h + i * p.lse_st.n];
-      if (lse == T(-INFINITY)) continue;
+      const int64_t at = b * p.lse_st.b + h * p.lse_st.h + i * p.lse_st.n;
+      const A lse = A(p.lse[at]) + A(p.lse_lo[at]);
+      if (lse == -INFINITY) continue;
       const T* q = p.q + b * p.q_st.b + h * p.q_st.h + i * p.q_st.n;
       const T* g = p.grad_out + b * p.do_st.b + h * p.do_st.h + i * p.do_st.n;
-      const T pij = exp_(dot(q, kj, D) * scale - lse);
-      const T ds = pij * (dot(g, vj, D) - p.delta[(b * p.s.Hq + h) * p.s.Nq + i]);
+      const A pij = exp_(dot(q, kj, D) * scale - lse);
+      const A ds = pij * (dot(g, vj, D) - p.delta[(b * p.s.Hq + h) * p.s.Nq + i]);
       for (int d = 0; d < D; ++d) dv[d] += pij * g[d], dk[d] += ds * q[d];
     }
   T* gk = p.grad_k + b * p.dk_st.b + hk * p.dk_st.h + j * p.dk_st.n;
   T* gv = p.grad_v + b * p.dv_st.b + hk * p.dv_st.h + j * p.dv_st.n;
-  for (int d = 0; d < D; ++d) gk[d] = dk[d] * scale, gv[d] = dv[d];
+  for (int d = 0; d < D; ++d) gk[d] = T(dk[d] * scale), gv[d] = T(dv[d]);
 }
 
 void require_simt(const AttnShape& s) {

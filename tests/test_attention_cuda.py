@@ -187,15 +187,13 @@ def test_deterministic(device, make):
 
 
 def test_what_cuda_refuses(device, make):
-    """attn_mask and dropout have no CUDA kernel yet: a NotImplementedError that
-    names the argument (the CPU runs them); D > 256: a ValueError naming the
-    supported head dims."""
+    """Dropout has no CUDA kernel yet: a NotImplementedError that names the
+    argument (the CPU runs it); D > 256: a ValueError naming the supported head
+    dims."""
     if device == "cpu" and not _emulated_active():
         pytest.skip("the CPU kernel supports these")
     q, k, v = make(1, 2, 8, 32, dtype=torch.bfloat16), make(1, 2, 8, 32, dtype=torch.bfloat16), make(
         1, 2, 8, 32, dtype=torch.bfloat16)
-    with pytest.raises(NotImplementedError, match="attn_mask"):
-        fusedseq.attention(q, k, v, attn_mask=torch.ones(8, 8, dtype=torch.bool, device=q.device))
     with pytest.raises(NotImplementedError, match="dropout_p"):
         fusedseq.attention(q, k, v, dropout_p=0.5)
     big = make(1, 1, 4, 264, dtype=torch.bfloat16)

@@ -12,8 +12,10 @@
 // lse_lo = 0 (their backward reads lse alone: with bf16/fp16 inputs the
 // logits' own rounding dominates); the fp32/fp64 kernels return what
 // rounding lost in lse_lo, as the CPU op does, and their backward reads both.
-// Not on CUDA yet (NotImplementedError naming the argument): attn_mask,
-// dropout_p > 0, and the varlen ops (not registered here).
+// attn_mask (bool or additive, broadcast by strides) and windows run on every
+// path. Not on CUDA yet (NotImplementedError naming the argument):
+// dropout_p > 0, and the varlen ops (not registered here: the generic
+// binding's "no CUDA kernel" error).
 #include "bindings/attention_checks.h"
 #include "bindings/cuda_binding.h"
 #include "bindings/cuda_ops.h"
@@ -24,10 +26,7 @@ namespace {
 
 using namespace attention_checks;
 
-void refuse_unsupported(const char* op, const AttnMask& mask, double dropout_p, const Tensor& q) {
-  if (mask.kind != MaskKind::None)
-    throw_not_implemented(op, ": argument 'attn_mask' is not supported by the CUDA kernel yet (is_causal and "
-                              "window are); run on the CPU for a mask");
+void refuse_unsupported(const char* op, double dropout_p, const Tensor& q) {
   if (dropout_p > 0)
     throw_not_implemented(op, ": argument 'dropout_p' > 0 is not supported by the CUDA kernel yet; run on the CPU "
                               "for dropout");
@@ -69,8 +68,9 @@ cuda::AttnDtype half_dtype(const Tensor& q) {
 
 // Fills the pointer and stride fields the forward and backward share.
 template <class P>
-void fill_qkv(P& p, const AttnShape& s, const Tensor& qc, const Tensor& kc, const Tensor& vc) {
+void fill_qkv(P& p, const AttnShape& s, const AttnMask& mask, const Tensor& qc, const Tensor& kc, const Tensor& vc) {
   p.s = s;
+  p.mask = mask;
   p.q = static_cast<const uint16_t*>(qc.const_data_ptr()), p.q_st = strides_of(qc);
   p.k = static_cast<const uint16_t*>(kc.const_data_ptr()), p.k_st = strides_of(kc);
   p.v = static_cast<const uint16_t*>(vc.const_data_ptr()), p.v_st = strides_of(vc);
@@ -88,9 +88,9 @@ std::tuple<Tensor, Tensor, Tensor> attention_fwd(
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
   const AttnShape s = check_qkv(kFwd, q, k, v, o);
   AttnMask mask;
-  prepare_mask(kFwd, attn_mask, q, s, compute_dtype(q), mask);
+  const Tensor mask_keep = prepare_mask(kFwd, attn_mask, q, s, compute_dtype(q), mask);  // (keeps it alive)
   DeviceContext ctx(kFwd, {{"q", &q}, {"k", &k}, {"v", &v}});
-  refuse_unsupported(kFwd, mask, dropout_p, q);
+  refuse_unsupported(kFwd, dropout_p, q);
 
   const ScalarType acc = compute_dtype(q);  // float32, or float64 for float64 inputs
   Tensor out = empty(q.sizes(), q.scalar_type(), q);       // (B, Hq, Nq, D)
@@ -100,7 +100,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_fwd(
   if (tensor_cores(q)) {
     const Tensor qc = chunk_rows(q), kc = chunk_rows(k), vc = chunk_rows(v);
     AttnFwdParams<uint16_t> p{};
-    fill_qkv(p, s, qc, kc, vc);
+    fill_qkv(p, s, mask, qc, kc, vc);
     p.out = static_cast<uint16_t*>(out.mutable_data_ptr()), p.o_st = strides_of(out);
     p.lse = static_cast<float*>(lse.mutable_data_ptr()), p.lse_st = lse_st;
     p.lse_lo = static_cast<float*>(lse_lo.mutable_data_ptr());  // (the kernel writes its zeros)
@@ -111,6 +111,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_fwd(
       AttnFwdParams<T> p{};
       const Tensor qc = unit_last_stride(q, acc), kc = unit_last_stride(k, acc), vc = unit_last_stride(v, acc);
       p.s = s;
+      p.mask = mask;
       p.q = ptr<T>(qc), p.q_st = strides_of(qc);
       p.k = ptr<T>(kc), p.k_st = strides_of(kc);
       p.v = ptr<T>(vc), p.v_st = strides_of(vc);
@@ -143,9 +144,9 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
   check_lse(kBwd, "lse", lse, q, acc, lse_shape, "(B, Hq, Nq)");
   check_lse(kBwd, "lse_lo", lse_lo, q, acc, lse_shape, "(B, Hq, Nq)");
   AttnMask mask;
-  prepare_mask(kBwd, attn_mask, q, s, acc, mask);
+  const Tensor mask_keep = prepare_mask(kBwd, attn_mask, q, s, acc, mask);  // (keeps it alive)
   DeviceContext ctx(kBwd, {{"grad_out", &grad_out}, {"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
-  refuse_unsupported(kBwd, mask, dropout_p, q);
+  refuse_unsupported(kBwd, dropout_p, q);
 
   const Tensor lc = torch::stable::contiguous(lse), llc = torch::stable::contiguous(lse_lo);
   Tensor dq = empty(q.sizes(), q.scalar_type(), q);
@@ -157,7 +158,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
     const Tensor qc = chunk_rows(q), kc = chunk_rows(k), vc = chunk_rows(v);
     const Tensor oc = chunk_rows(out), gc = chunk_rows(grad_out);
     AttnBwdParams<uint16_t> p{};
-    fill_qkv(p, s, qc, kc, vc);
+    fill_qkv(p, s, mask, qc, kc, vc);
     p.out = static_cast<const uint16_t*>(oc.const_data_ptr()), p.o_st = strides_of(oc);
     p.grad_out = static_cast<const uint16_t*>(gc.const_data_ptr()), p.do_st = strides_of(gc);
     p.lse = static_cast<const float*>(lc.const_data_ptr()), p.lse_st = lse_st;
@@ -172,6 +173,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
       const Tensor qc = unit_last_stride(q, acc), kc = unit_last_stride(k, acc), vc = unit_last_stride(v, acc);
       const Tensor oc = unit_last_stride(out, acc), gc = unit_last_stride(grad_out, acc);
       p.s = s;
+      p.mask = mask;
       p.q = ptr<T>(qc), p.q_st = strides_of(qc);
       p.k = ptr<T>(kc), p.k_st = strides_of(kc);
       p.v = ptr<T>(vc), p.v_st = strides_of(vc);

@@ -71,6 +71,29 @@ struct KeyRange {
   }
 };
 
+// attn_mask (csrc/common/params.h, AttnMask) at (b, h), read element by
+// element where a tile needs it (never expanded). A: the additive mask's
+// element type (float for every input but fp64).
+template <class A>
+struct MaskRef {
+  MaskKind kind;
+  const uint8_t* keep = nullptr;
+  const A* add = nullptr;
+  int64_t q, k;
+
+  __device__ __forceinline__ MaskRef(const AttnMask& m, int64_t b, int64_t h) : kind(m.kind), q(m.q), k(m.k) {
+    if (kind == MaskKind::Bool) keep = static_cast<const uint8_t*>(m.ptr) + b * m.b + h * m.h;
+    if (kind == MaskKind::Additive) add = static_cast<const A*>(m.ptr) + b * m.b + h * m.h;
+  }
+  __device__ __forceinline__ bool any() const { return kind != MaskKind::None; }
+  // The mask's term of logit (i, j) (natural units): 0, -inf, or the additive value.
+  __device__ __forceinline__ A term(int64_t i, int64_t j) const {
+    if (kind == MaskKind::Bool) return keep[i * q + j * k] ? A(0) : A(-INFINITY);
+    if (kind == MaskKind::Additive) return add[i * q + j * k];
+    return A(0);
+  }
+};
+
 // ---------------------------------------------------------------- copies --
 // Issues the cp.async copies of rows [row0, row0 + kRowsT) of a (nrows, D)
 // matrix with row stride `stride` into a smem tile of kD-wide rows; rows past
@@ -190,15 +213,27 @@ __device__ __forceinline__ float quad_sum(float x) {
 
 // Scaled logits (log2 units) of a warp's 16 x kN score tile whose row 0 is
 // query i0 and column 0 key j0; keys query i does not see become -inf.
+// A logit (log2 units) plus the mask's term: a masked-out key gives -inf
+// even when its logit is NaN (a NaN key no query may see reaches nothing).
+__device__ __forceinline__ float masked_logit(float x, float term) {
+  return term == -INFINITY ? -INFINITY : x + term * kLog2e;
+}
+
+// With attn_mask, its term is added (rows i >= Nq, padding, read nothing).
 template <int kN>
 __device__ __forceinline__ void scale_and_mask(float (&s)[kN / 8][4], float scale_log2, bool masked,
-                                               const KeyRange& r, int64_t i0, int64_t j0) {
+                                               const KeyRange& r, const MaskRef<float>& mask, int64_t Nq,
+                                               int64_t i0, int64_t j0) {
 #pragma unroll
   for (int n = 0; n < kN / 8; ++n)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       float x = s[n][e] * scale_log2;
-      if (masked && !r.sees(i0 + c_row(e), j0 + c_col(n, e))) x = -INFINITY;
+      if (masked) {
+        const int64_t i = i0 + c_row(e), j = j0 + c_col(n, e);
+        if (!r.sees(i, j)) x = -INFINITY;
+        else if (mask.any() && i < Nq) x = masked_logit(x, mask.term(i, j));
+      }
       s[n][e] = x;
     }
 }
@@ -230,6 +265,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(AttnFwdParams<uint16_t> p
   const T* k = reinterpret_cast<const T*>(p.k) + b * p.k_st.b + hk * p.k_st.h;
   const T* v = reinterpret_cast<const T*>(p.v) + b * p.v_st.b + hk * p.v_st.h;
   const KeyRange r(p.s);
+  const MaskRef<float> mask(p.mask, b, h);
   const int64_t i_last = (m0 + Tl::kRows < Nq ? m0 + Tl::kRows : Nq) - 1;
   const int64_t kv_lo = r.lo(m0) / kN * kN, kv_hi = r.hi(i_last);
   const int ntiles = kv_hi > kv_lo ? int((kv_hi - kv_lo + kN - 1) / kN) : 0;
@@ -261,8 +297,8 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(AttnFwdParams<uint16_t> p
     float s[kN / 8][4];
     zero(s);
     mma_abt<T, kD, kN>(s, sQ + warp * 16 * kS, kS, sKt, kS);
-    const bool masked = n0 + kN > Nk || tile_needs_mask(r, m0, i_last, n0, kN);
-    scale_and_mask<kN>(s, scale_log2, masked, r, wrow0, n0);
+    const bool masked = mask.any() || n0 + kN > Nk || tile_needs_mask(r, m0, i_last, n0, kN);
+    scale_and_mask<kN>(s, scale_log2, masked, r, mask, Nq, wrow0, n0);
 
     // Online softmax: rescale what was accumulated by exp2(old max - new max).
 #pragma unroll
@@ -399,15 +435,21 @@ __global__ void __launch_bounds__(kThreads) bwd_dkdv_kernel(AttnBwdParams<uint16
     zero(pt);
     mma_abt<T, kD, kM>(pt, sK + warp * 16 * kS, kS, sQt, kS);
     const int64_t i_last = (i0 + kM < Nq ? i0 + kM : Nq) - 1;
-    const bool masked = j_last + 1 - n0 < kN || !(n0 >= r.lo(i_last) && j_last + 1 <= r.hi(i0)) || i0 + kM > Nq;
+    const int64_t h = hk * group + t / per_head;
+    const MaskRef<float> mask(p.mask, b, h);
+    const bool masked = mask.any() || j_last + 1 - n0 < kN || !(n0 >= r.lo(i_last) && j_last + 1 <= r.hi(i0)) ||
+                        i0 + kM > Nq;
 #pragma unroll
     for (int n = 0; n < kM / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t j = wkey0 + c_row(e);
-        const int c = c_col(n, e);
-        const float x = pt[n][e] * scale_log2 - sL[st * kM + c];
-        pt[n][e] = masked && !(j < Nk && r.sees(i0 + c, j)) ? 0.f : exp2f(x);
+        const int64_t j = wkey0 + c_row(e), i = i0 + c_col(n, e);
+        float x = pt[n][e] * scale_log2 - sL[st * kM + c_col(n, e)];
+        if (masked) {
+          if (!(j < Nk && r.sees(i, j))) x = -INFINITY;
+          else if (mask.any() && i < Nq) x = masked_logit(x, mask.term(i, j));
+        }
+        pt[n][e] = exp2f(x);
       }
     mma_pb<T, kM, kD>(dv, pt, sGt, kS);
 
@@ -448,6 +490,7 @@ __global__ void __launch_bounds__(kThreads) bwd_dq_kernel(AttnBwdParams<uint16_t
   const T* k = reinterpret_cast<const T*>(p.k) + b * p.k_st.b + hk * p.k_st.h;
   const T* v = reinterpret_cast<const T*>(p.v) + b * p.v_st.b + hk * p.v_st.h;
   const KeyRange r(p.s);
+  const MaskRef<float> mask(p.mask, b, h);
   const int64_t i_last = (m0 + Tl::kRows < Nq ? m0 + Tl::kRows : Nq) - 1;
   const int64_t kv_lo = r.lo(m0) / kN * kN, kv_hi = r.hi(i_last);
   const int ntiles = kv_hi > kv_lo ? int((kv_hi - kv_lo + kN - 1) / kN) : 0;
@@ -487,8 +530,8 @@ __global__ void __launch_bounds__(kThreads) bwd_dq_kernel(AttnBwdParams<uint16_t
     float s[kN / 8][4];  // S, then P, then dS
     zero(s);
     mma_abt<T, kD, kN>(s, sQ + warp * 16 * kS, kS, sKt, kS);
-    const bool masked = n0 + kN > Nk || tile_needs_mask(r, m0, i_last, n0, kN);
-    scale_and_mask<kN>(s, scale_log2, masked, r, wrow0, n0);
+    const bool masked = mask.any() || n0 + kN > Nk || tile_needs_mask(r, m0, i_last, n0, kN);
+    scale_and_mask<kN>(s, scale_log2, masked, r, mask, Nq, wrow0, n0);
 #pragma unroll
     for (int n = 0; n < kN / 8; ++n)
 #pragma unroll

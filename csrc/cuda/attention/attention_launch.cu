@@ -25,8 +25,7 @@ template <class P>
 int check_common(const P& p) {
   require(p.s.B >= 1 && p.s.Hq >= 1 && p.s.Hkv >= 1 && p.s.Nq >= 1 && p.s.Nk >= 1 && p.s.D >= 1, "empty shape");
   require(p.s.Hq % p.s.Hkv == 0, "Hq must be a multiple of Hkv");
-  require(p.mask.kind == MaskKind::None && p.dropout.p == 0 && p.varlen.cu_seqlens_q == nullptr,
-          "masks, dropout and varlen have no CUDA kernel");
+  require(p.dropout.p == 0 && p.varlen.cu_seqlens_q == nullptr, "dropout and varlen have no CUDA kernel");
   const int padded = attention_padded_head_dim(p.s.D);
   require(padded != 0, "head dim " + std::to_string(p.s.D) + " > " + std::to_string(kAttnMaxHeadDim));
   check_tensor("q", p.q, p.q_st);

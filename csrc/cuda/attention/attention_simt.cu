@@ -40,13 +40,18 @@ __global__ void __launch_bounds__(kRowsPerBlock) simt_fwd_kernel(AttnFwdParams<T
   const T* k = p.k + b * p.k_st.b + hk * p.k_st.h;
   const T* v = p.v + b * p.v_st.b + hk * p.v_st.h;
   const KeyRange r(p.s);
+  const MaskRef<AttnAcc<T>> mask(p.mask, b, h);
   const A scale = p.s.scale;
   A acc[kAttnMaxHeadDim];
   for (int d = 0; d < D; ++d) acc[d] = 0;
   A m = -INFINITY, l = 0;
   for (int64_t j = r.lo(i), hi = r.hi(i); j < hi; ++j) {
-    const A x = dot(q, k + j * p.k_st.n, D) * scale;
-    if (x == -INFINITY) continue;  // a logit of -inf adds nothing (and exp(-inf - -inf) would be NaN)
+    // A masked-out key is never read (a NaN in it reaches nothing); a logit
+    // of -inf adds nothing (and exp(-inf - -inf) would be NaN).
+    const A term = mask.term(i, j);
+    if (term == -INFINITY) continue;
+    const A x = dot(q, k + j * p.k_st.n, D) * scale + term;
+    if (x == -INFINITY) continue;
     if (x > m) {  // rescale what was summed under the old max (0 when nothing was)
       const A corr = exp_(m - x);
       l *= corr;
@@ -82,6 +87,7 @@ __global__ void __launch_bounds__(kRowsPerBlock) simt_dq_kernel(AttnBwdParams<T>
   const T* k = p.k + b * p.k_st.b + hk * p.k_st.h;
   const T* v = p.v + b * p.v_st.b + hk * p.v_st.h;
   const KeyRange r(p.s);
+  const MaskRef<AttnAcc<T>> mask(p.mask, b, h);
   const A scale = p.s.scale;
   const int64_t at = b * p.lse_st.b + h * p.lse_st.h + i * p.lse_st.n;
   const A lse = A(p.lse[at]) + A(p.lse_lo[at]);
@@ -91,7 +97,9 @@ __global__ void __launch_bounds__(kRowsPerBlock) simt_dq_kernel(AttnBwdParams<T>
   for (int d = 0; d < D; ++d) acc[d] = 0;
   if (lse != -INFINITY)
     for (int64_t j = r.lo(i), hi = r.hi(i); j < hi; ++j) {
-      const A pj = exp_(dot(q, k + j * p.k_st.n, D) * scale - lse);
+      const A term = mask.term(i, j);
+      if (term == -INFINITY) continue;
+      const A pj = exp_(dot(q, k + j * p.k_st.n, D) * scale + term - lse);
       const A ds = pj * (dot(g, v + j * p.v_st.n, D) - delta);
       const T* kj = k + j * p.k_st.n;
       for (int d = 0; d < D; ++d) acc[d] += ds * kj[d];
@@ -123,7 +131,9 @@ __global__ void __launch_bounds__(kRowsPerBlock) simt_dkdv_kernel(AttnBwdParams<
       if (lse == -INFINITY) continue;
       const T* q = p.q + b * p.q_st.b + h * p.q_st.h + i * p.q_st.n;
       const T* g = p.grad_out + b * p.do_st.b + h * p.do_st.h + i * p.do_st.n;
-      const A pij = exp_(dot(q, kj, D) * scale - lse);
+      const A term = MaskRef<AttnAcc<T>>(p.mask, b, h).term(i, j);
+      if (term == -INFINITY) continue;
+      const A pij = exp_(dot(q, kj, D) * scale + term - lse);
       const A ds = pij * (dot(g, vj, D) - p.delta[(b * p.s.Hq + h) * p.s.Nq + i]);
       for (int d = 0; d < D; ++d) dv[d] += pij * g[d], dk[d] += ds * q[d];
     }

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 import fusedseq
+import fusedseq.emulated
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 ALL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -118,22 +119,10 @@ def emulated_skip_reason(ops: Sequence[str]) -> Optional[str]:
     return None
 
 
-@contextlib.contextmanager
 def emulated_kernels(ops: Sequence[str]):
-    """While active, torch.ops.fusedseq.<op> on CPU tensors runs the op's CUDA
-    kernel on the host emulator (torch.ops.fusedseq_emulated.<op>, the same
-    schema) instead of its CPU kernel. Everything above the kernel (checks,
-    autograd, fake kernels, autocast, torch.compile, opcheck) stays the path
-    users take."""
-    lib = torch.library.Library("fusedseq", "IMPL")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Oo]verrid", category=UserWarning)
-            for op in ops:
-                lib.impl(op, getattr(torch.ops.fusedseq_emulated, op).default, "CPU")
-        yield
-    finally:
-        lib._destroy()
+    """torch.ops.fusedseq.<op> on CPU tensors runs the op's CUDA kernel on the
+    host emulator while active (fusedseq.emulated.kernels)."""
+    return fusedseq.emulated.kernels(ops)
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda),

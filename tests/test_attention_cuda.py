@@ -9,15 +9,13 @@ plus a 1e-3 floor, norm-wise and element by element (conftest). fp32 runs the
 CUDA-core kernel, held to the fp32 bound (1e-5)."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 import fusedseq
 from fusedseq import reference
 
-from conftest import (assert_accurate, check_against_reference, dtype_params, fwd_bwd, nbytes, poison_heap,
+from conftest import (assert_accurate, check_against_reference, cuda_skip_reason, dtype_params, nbytes, poison_heap,
                       rel_err, torch_attention, with_views)
 
 pytestmark = pytest.mark.ops("attention_fwd", "attention_bwd")
@@ -209,3 +207,48 @@ def _emulated_active() -> bool:
     except ValueError:
         return True
     return False
+
+
+# ------------------------------------------------------------- GPU only --
+def _cuda_only():
+    reason = cuda_skip_reason(("attention_fwd", "attention_bwd"))
+    if reason:
+        pytest.skip(reason)
+
+
+LARGE = [(1, 2, 1, 4097, 4097, 64, True), (1, 2, 2, 1000, 4097, 128, False), (2, 4, 2, 2049, 513, 256, True)]
+
+
+@pytest.mark.cuda
+@pytest.mark.skip_emulated("GPU only")
+@pytest.mark.parametrize("dtype", dtype_params(HALF))
+@pytest.mark.parametrize("case", LARGE, ids=case_id)
+def test_large_shapes_on_gpu(case, dtype, make):
+    """Up to 4097 queries and keys (too large for the emulator)."""
+    _cuda_only()
+    B, Hq, Hkv, Nq, Nk, D, causal = case
+    check_against_reference(with_views(fusedseq.attention, is_causal=causal, enable_gqa=True),
+                            with_views(reference.attention, is_causal=causal), inputs(make, B, Hq, Hkv, Nq, Nk, D),
+                            dtype, make, baseline=with_views(torch_attention, causal=causal), device="cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skip_emulated("GPU only")
+@pytest.mark.parametrize("dtype", dtype_params(HALF + [torch.float32]))
+def test_opcheck_and_compile_on_gpu(dtype, make):
+    """torch.library.opcheck on the CUDA kernels, and torch.compile(fullgraph=True) through them."""
+    _cuda_only()
+    q, k, v = (make(2, 4, 33, 64, dtype=dtype, device="cuda"), make(2, 2, 47, 64, dtype=dtype, device="cuda"),
+               make(2, 2, 47, 64, dtype=dtype, device="cuda"))
+    args = (q, k, v, None, 0.0, True, 0.125, -1, -1, 0, 0)
+    torch.library.opcheck(torch.ops.fusedseq.attention_fwd.default, args)
+    out, lse, lse_lo = torch.ops.fusedseq.attention_fwd(*args)
+    g = make(*out.shape, dtype=dtype, device="cuda")
+    torch.library.opcheck(torch.ops.fusedseq.attention_bwd.default,
+                          (g, q, k, v, out, lse, lse_lo, None, 0.0, True, 0.125, -1, -1, 0, 0))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    fn = torch.compile(lambda q, k, v: fusedseq.attention(q, k, v, is_causal=True, enable_gqa=True), fullgraph=True)
+    out_c = fn(*leaves)
+    assert torch.equal(out_c.detach(), fusedseq.attention(q, k, v, is_causal=True, enable_gqa=True))
+    grads = torch.autograd.grad(out_c, leaves, g)
+    assert all(torch.isfinite(t).all() for t in grads)

@@ -172,6 +172,23 @@ def test_cli_quick_run_writes_json_and_logs_progress(tmp_path, capsys):
     assert doc["metadata"]["cpu"]["threads"] == 1
 
 
+@pytest.mark.emulated
+def test_cli_emulated_runs_the_cuda_case_end_to_end(tmp_path, capsys):
+    """--emulated: the attention case's CUDA dtype and its fusedseq op's CUDA
+    kernels, on the host emulator, so that a GPU run does not debug the harness."""
+    import fusedseq.emulated
+    if not {"attention_fwd", "attention_bwd"} <= set(fusedseq.emulated.ops()):
+        pytest.skip("no emulated attention kernels in this build")
+    out = tmp_path / "e.json"
+    assert cli.main(["--emulated", "--ops", "attention", "--dtype", "bf16", "--shape", "causal=yes", "--threads", "1",
+                     "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    fused = [r for r in doc["results"] if r["impl"] == "fused"]
+    assert {r["mode"] for r in fused} == {"fwd", "fwd+bwd"}
+    for r in fused:
+        assert r["status"] == "ok" and r["dtype"] == "bfloat16" and r["rel"] < 1e-2
+
+
 def _collect(*argv):
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)

@@ -113,6 +113,18 @@ if [ "$have_cuda" = 1 ]; then
     "$py" -m pytest -q -p no:cacheprovider tests/test_emulated_selftest.py -k "fragment" -m cuda
   step "CUDA tests (every cuda variant)" cuda_tests.log \
     "$py" -m pytest -q -p no:cacheprovider -m cuda tests/
+  # compute-sanitizer on a few attention cases (tails, GQA, D = 256): global
+  # out-of-bounds accesses, and shared-memory races between the cp.async
+  # refills and the warps still reading a stage.
+  if command -v compute-sanitizer >/dev/null 2>&1; then
+    for tool in memcheck racecheck; do
+      step "compute-sanitizer $tool (attention)" "sanitizer_$tool.log" \
+        compute-sanitizer --tool "$tool" --error-exitcode 1 "$py" -m pytest -q -p no:cacheprovider -m cuda \
+        tests/test_attention_cuda.py -k "forward_backward and (Nq130_Nk130_D128 or Nq17_Nk130_D256 or Nq130_Nk64)"
+    done
+  else
+    skip "compute-sanitizer (attention)" "no compute-sanitizer on PATH"
+  fi
   step "benchmarks (CUDA)" bench.log "$py" -m fusedseq bench --device cuda --json "$out/bench.json" --csv "$out/bench.csv"
 else
   why=${gpu:+torch sees no CUDA device}

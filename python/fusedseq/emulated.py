@@ -17,9 +17,12 @@ misaligned addresses) raise RuntimeError. Built unless FUSEDSEQ_EMULATED=OFF.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
+from typing import Iterator, Sequence
 
-import torch  # noqa: F401  (the library registers torch ops)
+import torch
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,3 +41,24 @@ def ops() -> list[str]:
         return []
     from . import _emulated
     return list(_emulated.cuda_ops())
+
+
+@contextlib.contextmanager
+def kernels(op_names: Sequence[str]) -> Iterator[None]:
+    """While active, ``torch.ops.fusedseq.<op>`` on CPU tensors runs the op's
+    CUDA kernel on the host emulator (``torch.ops.fusedseq_emulated.<op>``, the
+    same schema) instead of its CPU kernel; everything above the kernel
+    (checks, autograd, fake kernels, autocast, torch.compile) stays the path
+    users take. For tests and the benchmark harness's ``--emulated`` run."""
+    missing = [op for op in op_names if op not in ops()]
+    if missing:
+        raise RuntimeError(f"no emulated CUDA kernel for {', '.join(missing)} (emulated: {ops()})")
+    lib = torch.library.Library("fusedseq", "IMPL")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Oo]verrid", category=UserWarning)
+            for op in op_names:
+                lib.impl(op, getattr(torch.ops.fusedseq_emulated, op).default, "CPU")
+        yield
+    finally:
+        lib._destroy()

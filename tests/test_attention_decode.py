@@ -34,7 +34,7 @@ SHAPES = [
 @pytest.mark.parametrize("shape", [
     pytest.param(s, id="B{}_Hq{}_Hkv{}_Nq{}_Nk{}_D{}".format(*s),
                  marks=[pytest.mark.skip_emulated("seconds on the emulator; the CUDA kernel has no split-KV path "
-                                                  "for these to exercise")] if s[4] >= 1500 else [])
+                                                  "for these to exercise")] if s[4] >= 700 else [])
     for s in SHAPES])
 def test_decode_shapes(shape, dtype, device, make):
     B, Hq, Hkv, Nq, Nk, D = shape

@@ -172,4 +172,22 @@ inline void check_lse(const char* op, const char* name, const Tensor& t, const T
 }
 
 
+// The dense backward's checks (attention_bwd on every device): q, k, v, the
+// forward's out and LSE pair, grad_out and the mask. Returns the shape; fills
+// `mask`, whose tensor `mask_keep` must outlive the kernel.
+inline AttnShape check_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& out, const Tensor& lse, const Tensor& lse_lo,
+                                const OptTensor& attn_mask, const AttnOptions& o, AttnMask& mask,
+                                Tensor& mask_keep) {
+  const AttnShape s = check_qkv(kBwd, q, k, v, o);
+  check_like_q(kBwd, "grad_out", grad_out, q, "(B, Hq, Nq, D)");
+  check_like_q(kBwd, "out", out, q, "(B, Hq, Nq, D)");
+  const auto dt = compute_dtype(q);
+  const int64_t lse_shape[3] = {s.B, s.Hq, s.Nq};
+  check_lse(kBwd, "lse", lse, q, dt, lse_shape, "(B, Hq, Nq)");
+  check_lse(kBwd, "lse_lo", lse_lo, q, dt, lse_shape, "(B, Hq, Nq)");
+  mask_keep = prepare_mask(kBwd, attn_mask, q, s, dt, mask);
+  return s;
+}
+
 }  // namespace fusedseq::attention_checks

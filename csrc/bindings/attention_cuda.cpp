@@ -82,7 +82,7 @@ std::tuple<Tensor, Tensor, Tensor> attention_fwd(
     const Tensor& q,                             // (B, Hq, Nq, D)
     const Tensor& k,                             // (B, Hkv, Nk, D)
     const Tensor& v,                             // (B, Hkv, Nk, D)
-    const std::optional<Tensor>& attn_mask,      // broadcastable to (B, Hq, Nq, Nk): not on CUDA yet
+    const std::optional<Tensor>& attn_mask,      // broadcastable to (B, Hq, Nq, Nk)
     double dropout_p, bool is_causal, double scale, int64_t window_left, int64_t window_right, int64_t seed,
     int64_t offset) {
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
@@ -132,19 +132,14 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
     const Tensor& out,                           // (B, Hq, Nq, D)
     const Tensor& lse,                           // (B, Hq, Nq)
     const Tensor& lse_lo,                        // (B, Hq, Nq): read by the fp32/fp64 kernels
-    const std::optional<Tensor>& attn_mask,      // not on CUDA yet
+    const std::optional<Tensor>& attn_mask,      // broadcastable to (B, Hq, Nq, Nk)
     double dropout_p, bool is_causal, double scale, int64_t window_left, int64_t window_right, int64_t seed,
     int64_t offset) {
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
-  const AttnShape s = check_qkv(kBwd, q, k, v, o);
-  check_like_q(kBwd, "grad_out", grad_out, q, "(B, Hq, Nq, D)");
-  check_like_q(kBwd, "out", out, q, "(B, Hq, Nq, D)");
-  const ScalarType acc = compute_dtype(q);
-  const int64_t lse_shape[3] = {s.B, s.Hq, s.Nq};
-  check_lse(kBwd, "lse", lse, q, acc, lse_shape, "(B, Hq, Nq)");
-  check_lse(kBwd, "lse_lo", lse_lo, q, acc, lse_shape, "(B, Hq, Nq)");
   AttnMask mask;
-  const Tensor mask_keep = prepare_mask(kBwd, attn_mask, q, s, acc, mask);  // (keeps it alive)
+  Tensor mask_keep;
+  const AttnShape s = check_backward(grad_out, q, k, v, out, lse, lse_lo, attn_mask, o, mask, mask_keep);
+  const ScalarType acc = compute_dtype(q);
   DeviceContext ctx(kBwd, {{"grad_out", &grad_out}, {"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
   refuse_unsupported(kBwd, dropout_p, q);
 

@@ -228,15 +228,9 @@ std::tuple<Tensor, Tensor, Tensor> attention_bwd(
     double dropout_p, bool is_causal, double scale, int64_t window_left, int64_t window_right, int64_t seed,
     int64_t offset) {
   const AttnOptions o{dropout_p, is_causal, scale, window_left, window_right, seed, offset};
-  const AttnShape s = check_qkv(kBwd, q, k, v, o);
-  check_like_q(kBwd, "grad_out", grad_out, q, "(B, Hq, Nq, D)");
-  check_like_q(kBwd, "out", out, q, "(B, Hq, Nq, D)");
-  const auto dt = compute_dtype(q);
-  const int64_t lse_shape[3] = {s.B, s.Hq, s.Nq};
-  check_lse(kBwd, "lse", lse, q, dt, lse_shape, "(B, Hq, Nq)");
-  check_lse(kBwd, "lse_lo", lse_lo, q, dt, lse_shape, "(B, Hq, Nq)");
   AttnMask mask;
-  const Tensor mask_keep = prepare_mask(kBwd, attn_mask, q, s, dt, mask);
+  Tensor mask_keep;
+  const AttnShape s = check_backward(grad_out, q, k, v, out, lse, lse_lo, attn_mask, o, mask, mask_keep);
   if (q.is_cuda()) no_cuda_kernel(kBwd);
   return backward(s, nullptr, grad_out, q, k, v, out, lse, lse_lo, mask, o);
 }

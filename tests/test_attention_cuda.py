@@ -39,6 +39,12 @@ GRID = [
     (1, 4, 2, 64, 130, 32, True),
     (1, 1, 1, 130, 17, 128, False),
     (1, 4, 2, 17, 130, 256, True),
+    # Three or more key tiles under full query tiles: a stage is refilled while
+    # other warps could still read it (the refill barrier's case; a causal grid
+    # alone never has it with every warp's rows in range).
+    (1, 4, 2, 64, 130, 32, False),
+    (1, 1, 1, 130, 130, 128, False),
+    (1, 2, 1, 33, 130, 256, False),
 ]
 
 

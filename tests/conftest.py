@@ -83,8 +83,10 @@ except ImportError:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ops(*names): the torch.ops.fusedseq ops a test needs (for the CUDA skip)")
-    config.addinivalue_line("markers", "not_emulated(reason): a case too large for the emulated variant (it still "
-                                       "runs on the CPU and CUDA)")
+    config.addinivalue_line("markers", "cpu_kernels_only(reason): the test checks what only the CPU kernels do "
+                            "(no cuda/emulated variant)")
+    config.addinivalue_line("markers", "skip_emulated(reason): no emulated variant (e.g. too large for the "
+                            "emulator); the cuda variant still runs")
     # torch.library.opcheck goes through torch.jit internally (torch 2.13).
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
@@ -117,7 +119,7 @@ def emulated_skip_reason(ops: Sequence[str]) -> Optional[str]:
 
 
 def emulated_kernels(ops: Sequence[str]):
-    """torch.ops.fusedseq.<op> on CPU tensors runs the ops' CUDA kernels on the
+    """torch.ops.fusedseq.<op> on CPU tensors runs the op's CUDA kernel on the
     host emulator while active (fusedseq.emulated.kernels)."""
     return fusedseq.emulated.kernels(ops)
 
@@ -135,17 +137,18 @@ def device(request) -> str:
     if request.param == "cpu":
         yield "cpu"
         return
+    only = request.node.get_closest_marker("cpu_kernels_only")
+    if only is not None:
+        pytest.skip(f"CPU kernels only: {only.args[0] if only.args else ''}")
     marker = request.node.get_closest_marker("ops")
     ops = marker.args if marker is not None else ALL_OPS
-    too_large = request.node.get_closest_marker("not_emulated")
-    if request.param == "emulated" and too_large is not None:
-        pytest.skip(f"not emulated: {too_large.args[0] if too_large.args else 'too large for the emulator'}")
     reason = (cuda_skip_reason if request.param == "cuda" else emulated_skip_reason)(ops)
     if reason:
         pytest.skip(reason)
     if request.param == "cuda":
         yield "cuda"
         return
+    _skip_if_marked_emulated(request)
     with emulated_kernels(ops):
         yield "cpu"
 
@@ -164,12 +167,20 @@ def kernels(request) -> str:
     reason = emulated_skip_reason(ops)
     if reason:
         pytest.skip(reason)
+    _skip_if_marked_emulated(request)
     with emulated_kernels(ops):
         yield which
 
 
+def _skip_if_marked_emulated(request) -> None:
+    marker = request.node.get_closest_marker("skip_emulated")
+    if marker is not None:
+        pytest.skip(f"not on the emulator: {marker.args[0] if marker.args else ''}")
+
+
 def pytest_generate_tests(metafunc):
-    if "device" not in metafunc.fixturenames and metafunc.definition.get_closest_marker("ops") is not None:
+    if "device" not in metafunc.fixturenames and metafunc.definition.get_closest_marker("ops") is not None \
+            and metafunc.definition.get_closest_marker("cpu_kernels_only") is None:
         metafunc.parametrize("kernels", ["cpu", pytest.param("emulated", marks=pytest.mark.emulated)],
                              indirect=True)
 

@@ -172,6 +172,23 @@ def test_cli_quick_run_writes_json_and_logs_progress(tmp_path, capsys):
     assert doc["metadata"]["cpu"]["threads"] == 1
 
 
+@pytest.mark.emulated
+def test_cli_emulated_runs_the_cuda_case_end_to_end(tmp_path, capsys):
+    """--emulated: the attention case's CUDA dtype and its fusedseq op's CUDA
+    kernels, on the host emulator, so that a GPU run does not debug the harness."""
+    import fusedseq.emulated
+    if not {"attention_fwd", "attention_bwd"} <= set(fusedseq.emulated.ops()):
+        pytest.skip("no emulated attention kernels in this build")
+    out = tmp_path / "e.json"
+    assert cli.main(["--emulated", "--ops", "attention", "--dtype", "bf16", "--shape", "causal=yes", "--threads", "1",
+                     "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    fused = [r for r in doc["results"] if r["impl"] == "fused"]
+    assert {r["mode"] for r in fused} == {"fwd", "fwd+bwd"}
+    for r in fused:
+        assert r["status"] == "ok" and r["dtype"] == "bfloat16" and r["rel"] < 1e-2
+
+
 def _collect(*argv):
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
@@ -223,8 +240,8 @@ def test_cli_emulated_runs_the_cuda_rnn_kernels_at_a_tiny_shape(tmp_path, capsys
     if not {"rnn", "rnn_backward", "rnn_cell", "rnn_cell_backward"} <= set(fusedseq.emulated.ops()):
         pytest.skip("this build has no emulated RNN kernels")
     out = tmp_path / "b.json"
-    assert cli.main(["--quick", "--ops", "rnn,rnn_cell", "--device", "cpu", "--emulated", "--threads", "1",
-                     "--json", str(out)]) == 0
+    assert cli.main(["--quick", "--ops", "rnn,rnn_cell", "--device", "cpu", "--emulated", "--dtype", "fp32",
+                     "--threads", "1", "--json", str(out)]) == 0
     assert "host emulator" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["metadata"]["emulated"] is True
@@ -232,6 +249,7 @@ def test_cli_emulated_runs_the_cuda_rnn_kernels_at_a_tiny_shape(tmp_path, capsys
     assert {r["op"] for r in fused} == {"rnn", "rnn_cell"} and len(fused) == 4  # fwd and fwd+bwd each
     for r in fused:
         assert r["status"] == "ok" and r["rel"] < 1e-5
+
 
 def test_lstm_gru_cases_run_at_quick_shapes():
     """The LSTM and GRU rows (cells and sequences): every path in both modes runs,

@@ -33,7 +33,7 @@ CASES = [
     ("long", 60, 2, 16, 40, (True, True), True, "contig"),
     ("wide", 8, 16, 130, 257, (True, True), True, "batch_first"),
     pytest.param(("bench_shape", 200, 16, 256, 256, (True, True), True, "contig"),
-                 marks=pytest.mark.not_emulated("a CPU benchmark shape: about a minute per variant on the emulator; "
+                 marks=pytest.mark.skip_emulated("a CPU benchmark shape: about a minute per variant on the emulator; "
                                                 "test_rnn_cuda.py covers T=40, B=8, H=256")),
     ("expanded_x", 10, 3, 6, 8, (True, True), True, "expanded_x"),
     ("unbatched", 6, None, 5, 7, (True, True), True, "contig"),

@@ -113,17 +113,23 @@ if [ "$have_cuda" = 1 ]; then
     "$py" -m pytest -q -p no:cacheprovider tests/test_emulated_selftest.py -k "fragment" -m cuda
   step "CUDA tests (every cuda variant)" cuda_tests.log \
     "$py" -m pytest -q -p no:cacheprovider -m cuda tests/
-  # The persistent RNN's grid barrier and shared-memory staging under the
-  # sanitizers (issue 11): a small case, both paths, fp32 and bf16.
+  # compute-sanitizer: global out-of-bounds accesses and shared-memory races in a few
+  # attention cases (tails, GQA, D = 256: cp.async refills vs warps still reading a stage),
+  # and the persistent RNN's grid barrier and staging (both paths, fp32 and bf16).
   if command -v compute-sanitizer >/dev/null 2>&1; then
+    for tool in memcheck racecheck; do
+      step "compute-sanitizer $tool (attention)" "sanitizer_$tool.log" \
+        compute-sanitizer --tool "$tool" --error-exitcode 1 "$py" -m pytest -q -p no:cacheprovider -m cuda \
+        tests/test_attention_cuda.py -k "forward_backward and (Nq130_Nk130_D128 or Nq17_Nk130_D256 or Nq130_Nk64)"
+    done
     for tool in racecheck synccheck memcheck; do
       step "compute-sanitizer $tool: fused RNN" "sanitizer_rnn_$tool.log" \
         compute-sanitizer --tool "$tool" --error-exitcode 1 "$py" tools/rnn_sanitizer_case.py
     done
   else
-    skip "compute-sanitizer: fused RNN" "no compute-sanitizer on PATH"
+    skip "compute-sanitizer (attention, fused RNN)" "no compute-sanitizer on PATH"
   fi
-  step "benchmarks (CUDA)" bench.log "$py" -m fusedseq bench --device cuda --json "$out/bench.json" --csv "$out/bench.csv"
+  step "benchmarks (CUDA)" bench.log "$py" -m fusedseq bench --device cuda --json "$out/bench.json"
 else
   why=${gpu:+torch sees no CUDA device}
   why=${why:-no GPU on this machine}

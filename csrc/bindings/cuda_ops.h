@@ -26,8 +26,11 @@
 #include "bindings/stable.h"
 
 // X(op, binding) for every fusedseq op that has a CUDA kernel.
+// Issue 10: attention (csrc/bindings/attention_cuda.cpp, csrc/cuda/attention*.cu).
 // Issue 11: the RNN ops (csrc/bindings/rnn_cuda.cpp, csrc/cuda/rnn.cu).
 #define FUSEDSEQ_CUDA_OPS(X)                                                     \
+  X(attention_fwd, attention_fwd)                                                \
+  X(attention_bwd, attention_bwd)                                                \
   X(rnn_cell, rnn_cell)                                                          \
   X(rnn_cell_backward, rnn_cell_backward)                                        \
   X(rnn, rnn)                                                                    \
@@ -37,6 +40,17 @@ namespace fusedseq::cuda_bindings {
 // Declarations of the bindings named in FUSEDSEQ_CUDA_OPS, one per line, e.g.
 //   std::tuple<Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
 //                                            double scale);
+// attention_cuda.cpp:
+std::tuple<Tensor, Tensor, Tensor> attention_fwd(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                 const std::optional<Tensor>& attn_mask, double dropout_p,
+                                                 bool is_causal, double scale, int64_t window_left,
+                                                 int64_t window_right, int64_t seed, int64_t offset);
+std::tuple<Tensor, Tensor, Tensor> attention_bwd(const Tensor& grad_out, const Tensor& q, const Tensor& k,
+                                                 const Tensor& v, const Tensor& out, const Tensor& lse,
+                                                 const Tensor& lse_lo, const std::optional<Tensor>& attn_mask,
+                                                 double dropout_p, bool is_causal, double scale,
+                                                 int64_t window_left, int64_t window_right, int64_t seed,
+                                                 int64_t offset);
 // rnn_cuda.cpp (shapes as the schemas in schemas.h):
 Tensor rnn_cell(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
                 const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh, std::string nonlinearity);

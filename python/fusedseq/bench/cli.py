@@ -18,6 +18,7 @@ import torch
 
 import fusedseq
 import fusedseq.emulated
+from fusedseq.emulated import ops as emulated_ops
 
 from . import cases  # noqa: F401  registers the cases
 from .harness import MODES, REGISTRY, Case, run_case
@@ -79,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", type=_choices(DTYPES), default=None,
                         help="e.g. fp32,bf16 (default: fp32 on the CPU; each case's sweep dtypes on CUDA)")
     parser.add_argument("--mode", type=_choices(MODES), default=list(MODES), help="fwd, fwd+bwd or both")
+    parser.add_argument("--emulated", action="store_true",
+                        help="run the CUDA cases' fusedseq kernels on the host SIMT emulator (CPU tensors, the CUDA "
+                             "dtypes, --quick shapes): proves the CUDA path of the harness runs; measures nothing")
     parser.add_argument("--quick", action="store_true",
                         help="tiny shapes, few runs: proves every path runs (< 40 s on 2 cores), measures nothing")
     parser.add_argument("--threads", type=int, default=None,
@@ -89,10 +93,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the rows and the environment as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a speed-up chart (PNG)")
     parser.add_argument("--verbose", action="store_true", help="tracebacks of paths that fail unexpectedly")
-    parser.add_argument("--emulated", action="store_true",
-                        help="CPU rows run the fused ops' CUDA kernels on the host SIMT emulator (those with one: "
-                             "fusedseq.emulated.ops()): proves the harness drives the CUDA source (CI, with --quick); "
-                             "its times say nothing about a GPU")
 
 
 def _cuda_skip(op) -> Optional[str]:
@@ -113,9 +113,16 @@ def collect(args) -> tuple[list[Case], list[str]]:
         raise SystemExit("error: --device cuda, but torch.cuda.is_available() is False")
     devices = [torch.device("cpu")] if args.device in (None, "cpu", "all") else []
     devices += [torch.device("cuda")] if has_cuda and args.device in (None, "cuda", "all") else []
+    if getattr(args, "emulated", False):
+        devices, args.quick = [torch.device("cpu")], True
     found, notes = [], []
     for device, name in itertools.product(devices, args.ops):
         op = REGISTRY[name]
+        if getattr(args, "emulated", False):
+            missing = set(op.cuda_ops or [name]) - set(emulated_ops())
+            if missing:
+                notes.append(f"{name}: skipped, no emulated CUDA kernel for {', '.join(sorted(missing))}")
+                continue
         shapes = op.shapes.get("quick" if args.quick else device.type, [])
         if args.shape:
             accepted = inspect.signature(op.build).parameters
@@ -127,7 +134,8 @@ def collect(args) -> tuple[list[Case], list[str]]:
         if reason:
             notes.append(f"{name} on {device}: skipped, {reason}")
             continue
-        dtypes = [DTYPES[d] for d in args.dtype] if args.dtype else op.dtypes.get(device.type, [torch.float32])
+        kind = "cuda" if getattr(args, "emulated", False) else device.type
+        dtypes = [DTYPES[d] for d in args.dtype] if args.dtype else op.dtypes.get(kind, [torch.float32])
         for dt, p in itertools.product(dtypes, shapes):
             modes = [m for m in op.modes_for(p) if m in args.mode or m not in MODES]
             if modes:  # e.g. decoding (forward only) under --mode fwd+bwd
@@ -185,18 +193,18 @@ def run(args: argparse.Namespace) -> int:
     for n in notes:
         print(f"note: {n}")
     budget = QUICK if args.quick else FULL
-    emulated = contextlib.nullcontext()
-    if args.emulated:
-        names = sorted({n for c in cases for n in (c.op.cuda_ops or [c.op.name]) if n in fusedseq.emulated.ops()})
-        if not names:
-            raise SystemExit("error: --emulated, but no selected case has an emulated CUDA kernel "
-                             f"(fusedseq.emulated.ops() = {fusedseq.emulated.ops()})")
-        print(f"note: --emulated: the CPU rows' fused path runs the CUDA kernels of {', '.join(names)} on the host "
-              "emulator (times are the emulator's)")
-        emulated = fusedseq.emulated.kernels(names)
     rows, group, start = [], [], time.perf_counter()
-    try:
-        with emulated:
+    # --emulated: the fusedseq ops of the cases (collect kept those with an emulated kernel) run their CUDA
+    # kernels on the host emulator.
+    emulated_ops_used = sorted({o for c in cases for o in (c.op.cuda_ops or [c.op.name])})
+    if args.emulated:
+        if not emulated_ops_used:
+            raise SystemExit("error: --emulated, but no selected case has an emulated CUDA kernel "
+                             f"(fusedseq.emulated.ops() = {emulated_ops()})")
+        print(f"note: --emulated: the fused path runs the CUDA kernels of {', '.join(emulated_ops_used)} on the "
+              "host emulator (times are the emulator's)")
+    with fusedseq.emulated.kernels(emulated_ops_used) if args.emulated else contextlib.nullcontext():
+        try:
             for i, case in enumerate(cases):
                 t0 = time.perf_counter()
                 b = budget if case.device.type == "cpu" or args.quick else Budget(seconds=CUDA_SECONDS)
@@ -209,9 +217,9 @@ def run(args: argparse.Namespace) -> int:
                 if i + 1 == len(cases) or (cases[i + 1].op, cases[i + 1].device) != (case.op, case.device):
                     print(f"\n== {case.op.name} on {case.device} ==\n{format_table(group)}", flush=True)
                     rows, group = rows + group, []
-    except KeyboardInterrupt:
-        print("\ninterrupted: reporting the cases that finished", file=sys.stderr)
-        rows += group
+        except KeyboardInterrupt:
+            print("\ninterrupted: reporting the cases that finished", file=sys.stderr)
+            rows += group
     if rows:
         print(f"\n== summary: fused speed-up (>1: fused faster) ==\n{format_summary(rows)}\n\n{LEGEND}")
     print(f"\n{len(cases)} cases in {time.perf_counter() - start:.0f} s")

@@ -16,13 +16,12 @@ poisoned first so an unwritten output element shows as NaN.
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
 
-from conftest import FP32_RTOL, check_against_reference, fwd_bwd, nbytes, poison_heap, rel_err
+from conftest import FP32_RTOL, check_against_reference, fwd_bwd, missing_pairs, nbytes, poison_heap, rel_err
 from _gated import GRU, KINDS, LSTM, gated_weights, kind_params, state_tensors
 
 pytestmark = pytest.mark.ops("lstm", "lstm_backward", "gru", "gru_backward")
@@ -63,12 +62,8 @@ def test_grid_is_pairwise():
     """Every pair of values of two factors occurs in some case (I ≠ H everywhere)."""
     levels = {"T": {1, 7, 40}, "B": {1, 3}, "H": {1, 17, 40}, "bias": set(BIAS), "states": {True, False},
               "dtype": set(DTYPES), "path": {"persistent", "per_step"}}
-    idx = {f: i for i, f in enumerate(SEQ_FACTORS)}
-    assert all(c[idx["I"]] != c[idx["H"]] for c in SEQ_CASES)
-    missing = []
-    for f, g in itertools.combinations(levels, 2):
-        seen = {(c[idx[f]], c[idx[g]]) for c in SEQ_CASES}
-        missing += [(f, a, g, b) for a in levels[f] for b in levels[g] if (a, b) not in seen]
+    assert all(c[SEQ_FACTORS.index("I")] != c[SEQ_FACTORS.index("H")] for c in SEQ_CASES)
+    missing = missing_pairs(SEQ_CASES, SEQ_FACTORS, levels)
     assert not missing, missing
 
 

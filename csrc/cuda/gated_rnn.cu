@@ -392,15 +392,8 @@ RnnPath gated_seq_forward(const GatedSeqFwdArgs& a) {
                    static_cast<AccT<T>*>(a.cell), static_cast<AccT<T>*>(a.state), a.grid_barrier, a.T_, a.B, a.H};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<false, Cell, T>(a.H);
-    return run(
-        a.path, plan, what,
-        [&] {
-          require(a.grid_barrier != nullptr, what, "the persistent kernel needs its grid barrier counter");
-          launch_cooperative(gated_fwd_persistent_kernel<Cell, T>,
-                             {dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.smem_bytes), a.stream}, p,
-                             plan.rows_per_block);
-        },
-        [&] {
+    return run_recurrence(
+        a.path, plan, what, a.grid_barrier, a.stream, gated_fwd_persistent_kernel<Cell, T>, p, [&] {
           constexpr int units = fwd_step_units<Cell>();
           for (int64_t t = 0; t < a.T_; ++t)
             launch(gated_fwd_step_kernel<Cell, T>, {dim3(blocks_for(a.H, units)), dim3(kThreads), 0, a.stream}, p,
@@ -427,15 +420,8 @@ RnnPath gated_seq_backward(const GatedSeqBwdArgs& a) {
                    static_cast<AccT<T>*>(a.carry), a.grid_barrier, a.T_, a.B, a.H};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<true, Cell, T>(a.H);
-    return run(
-        a.path, plan, what,
-        [&] {
-          require(a.grid_barrier != nullptr, what, "the persistent kernel needs its grid barrier counter");
-          launch_cooperative(gated_bwd_persistent_kernel<Cell, T>,
-                             {dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.smem_bytes), a.stream}, p,
-                             plan.rows_per_block);
-        },
-        [&] {
+    return run_recurrence(
+        a.path, plan, what, a.grid_barrier, a.stream, gated_bwd_persistent_kernel<Cell, T>, p, [&] {
           for (int64_t s = 0; s <= a.T_; ++s)
             launch(gated_bwd_step_kernel<Cell, T>,
                    {dim3(blocks_for(a.H, kBwdStepUnits)), dim3(kThreads), 0, a.stream}, p, s);

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/rnn.h"
 
@@ -202,6 +203,21 @@ RnnPath run(RnnPath forced, const RnnPlan& plan, const char* what, Persistent&& 
   }
   per_step();
   return RnnPath::PerStep;
+}
+
+// A recurrence: `kernel` as one cooperative launch of plan.blocks blocks of
+// kThreads (arguments p and plan.rows_per_block), or per_step() (see run()).
+template <class... P, class Params, class PerStep>
+RnnPath run_recurrence(RnnPath forced, const RnnPlan& plan, const char* what, const unsigned* grid_barrier,
+                       void* stream, void (*kernel)(P...), const Params& p, PerStep&& per_step) {
+  return run(
+      forced, plan, what,
+      [&] {
+        require(grid_barrier != nullptr, what, "the persistent kernel needs its grid barrier counter");
+        launch_cooperative(kernel, {dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.smem_bytes), stream}, p,
+                           plan.rows_per_block);
+      },
+      std::forward<PerStep>(per_step));
 }
 
 }  // namespace fusedseq::cuda::recurrent

@@ -355,15 +355,8 @@ RnnPath rnn_seq_forward(const RnnSeqFwdArgs& a) {
                       a.grid_barrier, a.T_, a.B, a.H, a.act};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<T>(a.H, false);
-    return run(
-        a.path, plan, what,
-        [&] {
-          require(a.grid_barrier != nullptr, what, "the persistent kernel needs its grid barrier counter");
-          launch_cooperative(rnn_fwd_persistent_kernel<T>,
-                             {dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.smem_bytes), a.stream}, p,
-                             plan.rows_per_block);
-        },
-        [&] {
+    return run_recurrence(
+        a.path, plan, what, a.grid_barrier, a.stream, rnn_fwd_persistent_kernel<T>, p, [&] {
           for (int64_t t = 0; t < a.T_; ++t)
             launch(rnn_fwd_step_kernel<T>, {dim3(blocks_for(a.H, kStepRows)), dim3(kThreads), 0, a.stream}, p, t);
         });
@@ -382,15 +375,8 @@ RnnPath rnn_seq_backward(const RnnSeqBwdArgs& a) {
                       a.grid_barrier, a.T_, a.B, a.H, a.act};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<T>(a.H, true);
-    return run(
-        a.path, plan, what,
-        [&] {
-          require(a.grid_barrier != nullptr, what, "the persistent kernel needs its grid barrier counter");
-          launch_cooperative(rnn_bwd_persistent_kernel<T>,
-                             {dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.smem_bytes), a.stream}, p,
-                             plan.rows_per_block);
-        },
-        [&] {
+    return run_recurrence(
+        a.path, plan, what, a.grid_barrier, a.stream, rnn_bwd_persistent_kernel<T>, p, [&] {
           for (int64_t s = 0; s <= a.T_; ++s)
             launch(rnn_bwd_step_kernel<T>, {dim3(blocks_for(a.H, kStepRows)), dim3(kThreads), 0, a.stream}, p, s);
         });

@@ -190,3 +190,40 @@ def test_long_sequences(kind, H, path, dtype, device, make, rnn_path):
                   **dict(zip(("w_ih", "w_hh", "b_ih", "b_hh"), w)))
     check_against_reference(kind.seq, kind.seq_ref, inputs, dtype, make, baseline=kind.seq_torch, device=device,
                             out_names=kind.seq_outputs)
+
+
+@pytest.mark.emulated
+@pytest.mark.cpu_kernels_only("calls the emulated ops directly")
+@pytest.mark.parametrize("kind", kind_params())
+def test_bad_input_names_the_argument(kind, make):
+    """The CUDA bindings run the CPU bindings' checks (gated_common.h) before
+    any kernel: a wrong gate-row count, mismatched states or a wrong saved
+    workspace is a ValueError naming the argument."""
+    import fusedseq.emulated
+    if not fusedseq.emulated.available():
+        pytest.skip("this build has no emulated CUDA kernels")
+    ops = torch.ops.fusedseq_emulated
+    T, B, I, H = 3, 2, 4, 5
+    x, states = make(T, B, I), [make(B, H) for _ in kind.states]
+    w_ih, w_hh, b_ih, b_hh = (t.float() for t in gated_weights(make, I, H, kind.gates))
+    seq, cell = getattr(ops, kind.name), getattr(ops, kind.name + "_cell")
+    with pytest.raises(ValueError, match="'w_hh'"):
+        seq(x, *states, w_ih, w_hh[:-1], b_ih, b_hh)
+    with pytest.raises(ValueError, match="'w_ih'"):
+        cell(x[0], *states, w_ih[1:], w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match="'h0'"):
+        seq(x, states[0][:1], *states[1:], w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match="'b_ih'"):
+        seq(x, *states, w_ih, w_hh, b_ih[:-1], b_hh)
+    outs = seq(x, *states, w_ih, w_hh, b_ih, b_hh)
+    gates = outs[-1]
+    backward = getattr(ops, kind.name + "_backward")
+    if kind is LSTM:
+        out, cs, _ = outs
+        args = lambda g: (out, cs, out, cs, g, x, *states, w_ih, w_hh)  # noqa: E731
+    else:
+        out, _ = outs
+        args = lambda g: (out, out, g, x, *states, w_ih, w_hh)  # noqa: E731
+    with pytest.raises(ValueError, match="'gates'"):
+        backward(*args(gates[:, :, :-1]))
+    backward(*args(gates))  # the same call with the right workspace runs

@@ -98,14 +98,21 @@ std::tuple<Tensor, Tensor, Tensor> lstm(const Tensor& x,        // (T, B, I)
   const auto dt = compute_dtype(x);
   const auto xc = as_compute(x, dt), hc = as_compute(h0, dt), cc = as_compute(c0, dt), wh = as_compute(w_hh, dt);
   const auto bi = as_compute(b_ih, dt), bh = as_compute(b_hh, dt);
-  // The input projection of every step is one large product, written straight
-  // into `gates`; the recurrence then adds h W_hhᵀ and the biases in place.
+  // The input projection of every step is one large product into `gates`;
+  // the recurrence then adds h W_hhᵀ and the biases in place. Where our
+  // register tiles run (fp32, AVX2) the kernel computes it, beside the
+  // recurrence; otherwise it is one ATen product here.
   auto gates = empty({T_, B, G * H}, dt, x);
-  mm_out(view2d(gates, T_ * B, G * H), view2d(xc, T_ * B, I), t(to_dtype(w_ih, dt)));
+  const auto path = cpu_recurrence_choice(op, dt);
+  const bool fused_side = path.fuse_side_products;
+  const auto wi = as_compute(w_ih, dt);
+  if (!fused_side) mm_out(view2d(gates, T_ * B, G * H), view2d(xc, T_ * B, I), t(wi));
   auto out = empty({T_, B, H}, dt, x), cell = empty({T_, B, H}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
     LstmSeqFwdParams<T> p{ptr<T>(hc),    ptr<T>(cc),  ptr<T>(wh),   ptr<T>(bi), ptr<T>(bh),
                           ptr<T>(gates), ptr<T>(out), ptr<T>(cell), T_,         B,          H};
+    if (fused_side) p.x = ptr<T>(xc), p.w_ih = ptr<T>(wi), p.I = I;
+    p.threads = intra_op_threads(), p.path = path.path;
     cpu::kernels<T>().lstm_seq_forward(p, torch_parallel_for());
   });
   return {to_dtype(out, x.scalar_type()), cell, gates};
@@ -134,17 +141,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   const auto go = as_compute(grad_output, dt), gc = as_compute(grad_cell_states, dt), y = as_compute(output, dt);
   const auto cs = as_compute(cell_states, dt), g = as_compute(gates, dt);
   const auto xc = as_compute(x, dt), hc = as_compute(h0, dt), cc = as_compute(c0, dt);
-  const auto wi = to_dtype(w_ih, dt), wh = as_compute(w_hh, dt);
+  const auto wi = as_compute(w_ih, dt), wh = as_compute(w_hh, dt);
   auto dz = empty({T_, B, G * H}, dt, x), dh0 = empty({B, H}, dt, x), dc0 = empty({B, H}, dt, x);
+  // dx = dz W_ih: in the kernel, behind the recurrence, where it fuses the
+  // forward's projection; otherwise one ATen product below.
+  const auto path = cpu_recurrence_choice(op, dt);
+  const bool fused_side = path.fuse_side_products;
+  std::optional<Tensor> dx_fused;
+  if (fused_side) dx_fused = empty({T_, B, I}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
     LstmSeqBwdParams<T> p{ptr<T>(go), ptr<T>(gc),  ptr<T>(g),   ptr<T>(cs), ptr<T>(cc), ptr<T>(wh),
                           ptr<T>(dz), ptr<T>(dh0), ptr<T>(dc0), T_,         B,          H};
+    if (fused_side) p.w_ih = ptr<T>(wi), p.grad_x = ptr<T>(*dx_fused), p.I = I;
+    p.threads = intra_op_threads(), p.path = path.path;
     cpu::kernels<T>().lstm_seq_backward(p, torch_parallel_for());
   });
   // Everything left is a large product over all T·B rows at once.
-  const auto [dx2, dwi, dwh, db] =
-      gated::lstm_input_and_weight_grads(view2d(dz, T_ * B, G * H), view2d(xc, T_ * B, I), previous_states(hc, y), wi);
-  const auto dx = strided_view(dx2, {T_, B, I}, {B * I, I, 1});
+  const auto dz2 = view2d(dz, T_ * B, G * H);
+  const auto dx = fused_side ? *dx_fused : strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
+  const auto dwi = mm(t(dz2), view2d(xc, T_ * B, I));
+  const auto dwh = mm(t(dz2), previous_states(hc, y));
+  const auto db = sum_dim(dz2, 0);
   const auto st = x.scalar_type();
   return {to_dtype(dx, st),  to_dtype(dh0, st), to_dtype(dc0, st),
           to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};

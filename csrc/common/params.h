@@ -20,6 +20,12 @@ enum class Activation : int32_t { Tanh = 0, Relu = 1 };
 using ParallelFor = std::function<void(int64_t begin, int64_t end, int64_t grain,
                                        const std::function<void(int64_t, int64_t)>& body)>;
 
+// How a sequence kernel with side products (the LSTM's input projection and
+// dx) shares them with the recurrence over threads: Auto chooses; Pipeline
+// runs the recurrence on one thread and the side product on another
+// (cpu/step_pipeline.h); Split parallelises each step and each product.
+enum class RecurrencePath { Auto, Pipeline, Split };
+
 // Strides (in elements) of a (T, B, H) sequence over its T and B dims.
 struct SeqStrides {
   int64_t t, b;
@@ -158,6 +164,14 @@ struct LstmSeqFwdParams {
   T* out;         // (T, B, H)  out: h_t
   T* cell;        // (T, B, H)  out: c_t
   int64_t T_, B, H;
+  // When x is given, `gates` arrives unfilled and the kernel computes the
+  // input projection x W_ihᵀ itself (chunk by chunk, beside the recurrence
+  // on two threads: cpu/step_pipeline.h); otherwise the caller has.
+  const T* x = nullptr;     // (T, B, I) or nullptr
+  const T* w_ih = nullptr;  // (4H, I) when x is given
+  int64_t I = 0;
+  int64_t threads = 1;      // the intra-op threads the ParallelFor may use
+  RecurrencePath path = RecurrencePath::Auto;
 };
 
 // Back-propagation through time. Produces dL/dz_t of the pre-activations of
@@ -177,6 +191,13 @@ struct LstmSeqBwdParams {
   T* grad_h0;          // (B, H)     out
   T* grad_c0;          // (B, H)     out
   int64_t T_, B, H;
+  // When grad_x is given the kernel also computes dx = dz W_ih (behind the
+  // recurrence on two threads); otherwise the caller does.
+  const T* w_ih = nullptr;  // (4H, I) when grad_x is given
+  T* grad_x = nullptr;      // (T, B, I) out, or nullptr
+  int64_t I = 0;
+  int64_t threads = 1;
+  RecurrencePath path = RecurrencePath::Auto;
 };
 
 // ---------------------------------------------------------------- GRU cell --

@@ -10,14 +10,25 @@
 // chunk (dz_{t+1} W_hh, W_hh packed once) and the gate gradients in the
 // epilogue.
 //
+// The side products. Where the binding passes x (fp32 on AVX2) the kernel
+// also computes the input projection x W_ihᵀ (forward) and dx = dz W_ih
+// (backward) in chunks of steps, with the same register tiles; on up to two
+// threads it runs them beside the recurrence instead of splitting each step
+// (step_pipeline.h: one thread steps, the other projects ahead of it or
+// computes dx behind it), which at T=200, B=16, I=H=256 on this 2-core
+// machine took the forward from parity with nn.LSTM to 1.13-1.22x
+// (benchmarks/NOTES.md).
+//
 // Saved for the backward (per step, in the compute dtype): the activated
 // gates i, f, g, o (4·B·H) and the cell state c_t (B·H), besides h_t, which
 // is the output anyway: 5·B·H values, 20·B·H bytes in fp32.
+#include <algorithm>
 #include <memory>
 
 #include "cpu/gates.h"
 #include "cpu/kernels_cpu.h"
 #include "cpu/recurrent.h"
+#include "cpu/step_pipeline.h"
 
 namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 namespace {
@@ -59,29 +70,97 @@ void lstm_cell_backward(const LstmCellBwdParams<T>& p, const ParallelFor& pf) {
                         pf);
 }
 
+// ------------------------------------------------------- the side products --
+// The input projection (forward) and dx (backward) go in chunks of steps of
+// about 128 rows of x: a chunk's gates (512 KiB at 4H = 1024) are still in
+// L2/L3 when its steps read them, and 25 chunks at T = 200, B = 16 keep the
+// two threads of a pipeline in step.
+inline int64_t steps_per_chunk(int64_t B) { return std::max<int64_t>(1, 128 / B); }
+
+// Rows of x (or dz) per pass over the packed weights inside a chunk: 16 rows
+// of 256 floats (16 KiB) stay in L1 while the weight panels stream past, the
+// shape of a recurrence step (a whole 128-row chunk per panel re-reads its
+// rows from L2 and ran at 69 GFLOP/s against 77-92 in the same test).
+constexpr int64_t kRowBlock = 16;
+
+// Whether two threads run the recurrence on one and the side product on the
+// other (step_pipeline.h) rather than each half of every step: with up to two
+// threads, when the recurrence is at most ~1.6x the side product (one thread
+// alone on it then takes at most 1.25x an even split; in the forward the
+// recurrence thread also helps with the projection when it catches up).
+// p.path (FUSEDSEQ_CPU_RNN_PATH, read by the binding) may force either.
+inline bool pipelined(RecurrencePath path, int64_t threads, int64_t recurrence_work, int64_t side_work) {
+  if (path != RecurrencePath::Auto) return path == RecurrencePath::Pipeline;
+  return threads <= 2 && 5 * recurrence_work <= 8 * side_work;
+}
+
+// The grain of a two-task pipeline: both tasks on one thread when the whole
+// call is too small to share.
+inline int64_t pipeline_grain(int64_t total_work) { return total_work >= kMinParallelWork ? 1 : 2; }
+
 // --------------------------------------------------------- sequence forward --
 template <typename T>
 void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf) {
-  const int64_t B = p.B, H = p.H, GH = G * H, BH = B * H;
+  const int64_t T_ = p.T_, B = p.B, H = p.H, I = p.I, GH = G * H, BH = B * H;
   const int64_t grain = grain_for(B * G * kUnitChunk * H);
   const std::vector<T> bias = combined_bias(p.b_ih, p.b_hh, GH);
   auto wp = std::make_unique_for_overwrite<T[]>(div_up(H, kUnitChunk) * G * H * kPanel);
   for_chunks(pf, H, grain, [&](int64_t c, int64_t, int64_t) { pack_gate_chunk<T>(p.w_hh, H, G, c, wp.get()); });
-  for (int64_t t = 0; t < p.T_; ++t) {
+
+  // Step t for the units [j0, j0 + n) of chunk c: the four gate products
+  // onto the input projection already in z, then the cell update.
+  auto step = [&](int64_t t, int64_t c, int64_t j0, int64_t n) {
     const T* h_prev = t == 0 ? p.h0 : p.out + (t - 1) * BH;
     const T* c_prev = t == 0 ? p.c0 : p.cell + (t - 1) * BH;
     T* z = p.gates + t * B * GH;
-    T* c_t = p.cell + t * BH;
-    T* h_t = p.out + t * BH;
-    for_chunks(pf, H, grain, [&](int64_t c, int64_t j0, int64_t n) {
-      for (int64_t q = 0; q < G; ++q) prefetch_rows(z + q * H + j0, B, GH, n);
-      for (int64_t q = 0; q < G; ++q)
-        gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, q), kPanel, z + q * H + j0, GH, true);
-      for (int64_t b = 0; b < B; ++b)
-        lstm_forward_row<T>(z + b * GH + j0, H, bias.empty() ? nullptr : bias.data() + j0, c_prev + b * H + j0,
-                            c_t + b * H + j0, h_t + b * H + j0, n);
+    for (int64_t q = 0; q < G; ++q) prefetch_rows(z + q * H + j0, B, GH, n);
+    for (int64_t q = 0; q < G; ++q)
+      gemm_nn<T>(B, n, H, h_prev, H, 1, gate_panel(wp.get(), H, G, c, q), kPanel, z + q * H + j0, GH, true);
+    for (int64_t b = 0; b < B; ++b)
+      lstm_forward_row<T>(z + b * GH + j0, H, bias.empty() ? nullptr : bias.data() + j0, c_prev + b * H + j0,
+                          p.cell + t * BH + b * H + j0, p.out + t * BH + b * H + j0, n);
+  };
+  auto split_steps = [&] {
+    for (int64_t t = 0; t < T_; ++t)
+      for_chunks(pf, H, grain, [&](int64_t c, int64_t j0, int64_t n) { step(t, c, j0, n); });
+  };
+  if (!p.x) return split_steps();
+
+  // The input projection, chunk k: gates[t0:t1] = x[t0:t1] W_ihᵀ, with W_ihᵀ
+  // packed once into 16-wide panels.
+  const int64_t Tc = steps_per_chunk(B), nchunk = div_up(T_, Tc);
+  auto wpi = std::make_unique_for_overwrite<T[]>(panels_size(I, GH));
+  pf(0, div_up(GH, kPanel), grain_for(I * kPanel), [&](int64_t p0, int64_t p1) {
+    const int64_t c0 = p0 * kPanel, c1 = std::min(GH, p1 * kPanel);
+    pack_panels<T>(I, c1 - c0, p.w_ih + c0 * I, 1, I, wpi.get() + c0 * I);
+  });
+  auto project = [&](int64_t k) {
+    const int64_t r0 = k * Tc * B, r1 = std::min(T_, (k + 1) * Tc) * B;
+    for (int64_t r = r0; r < r1; r += kRowBlock)  // x rows stay in L1 while W_ihᵀ streams past
+      gemm_nn_packed<T>(std::min(kRowBlock, r1 - r), GH, I, p.x + r * I, I, 1, wpi.get(), p.gates + r * GH, GH, false);
+  };
+  if (!pipelined(p.path, p.threads, H, I)) {
+    pf(0, nchunk, grain_for(Tc * B * GH * I), [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) project(k);
     });
+    return split_steps();
   }
+  ChunkQueue queue(nchunk);
+  pf(0, 2, pipeline_grain(T_ * B * GH * (H + I)), [&](int64_t task0, int64_t task1) {
+    for (int64_t task = task0; task < task1; ++task) {
+      if (task == 0) {  // the recurrence, all units of every step on this thread
+        for (int64_t t = 0; t < T_; ++t) {
+          queue.ensure(t / Tc, project);
+          for (int64_t c = 0, j0 = 0; j0 < H; ++c, j0 += kUnitChunk) step(t, c, j0, std::min(kUnitChunk, H - j0));
+        }
+      } else {  // the projection, ahead of it
+        for (int64_t k; (k = queue.claim()) >= 0;) {
+          project(k);
+          queue.finish(k);
+        }
+      }
+    }
+  });
 }
 
 // -------------------------------------------------------- sequence backward --
@@ -89,30 +168,76 @@ void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf) {
 // last step overwrites them with their own values.
 template <typename T>
 void lstm_seq_backward(const LstmSeqBwdParams<T>& p, const ParallelFor& pf) {
-  const int64_t B = p.B, H = p.H, GH = G * H, BH = B * H, T_ = p.T_;
+  const int64_t B = p.B, H = p.H, I = p.I, GH = G * H, BH = B * H, T_ = p.T_;
   const int64_t grain = grain_for(B * GH * kUnitChunk);
   auto wp = std::make_unique_for_overwrite<T[]>(div_up(H, kUnitChunk) * kPanel * GH);
   for_chunks(pf, H, grain, [&](int64_t c, int64_t, int64_t) { pack_unit_chunk<T>(p.w_hh, H, G, c, wp.get()); });
   T* dh = p.grad_h0;
   T* dc = p.grad_c0;
-  for (int64_t t = T_ - 1; t >= 0; --t) {
+  // Step t (reverse time) for units [j0, j0 + n).
+  auto step = [&](int64_t t, int64_t j0, int64_t n) {
     const T* dz_next = p.grad_gates + (t + 1) * B * GH;  // valid for t < T-1
     T* dz = p.grad_gates + t * B * GH;
     const T* gates = p.gates + t * B * GH;
     const T* c_prev = t == 0 ? p.c0 : p.cell + (t - 1) * BH;
     const T* go = p.grad_out + t * BH;
     const T* gc = p.grad_cell + t * BH;
-    for_chunks(pf, H, grain, [&](int64_t, int64_t j0, int64_t n) {
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t o = b * H + j0;
-        std::copy(go + o, go + o + n, dh + o);
-        for (int64_t j = 0; j < n; ++j) dc[o + j] = gc[o + j] + (t == T_ - 1 ? T(0) : dc[o + j]);
-      }
-      if (t < T_ - 1) gemm_nn<T>(B, n, GH, dz_next, GH, 1, wp.get() + j0 * GH, kPanel, dh + j0, H, true);
-      for (int64_t b = 0; b < B; ++b)
-        lstm_backward_row<T>(gates + b * GH + j0, H, c_prev + b * H + j0, dh + b * H + j0, dc + b * H + j0,
-                             dz + b * GH + j0, n);
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t o = b * H + j0;
+      std::copy(go + o, go + o + n, dh + o);
+      for (int64_t j = 0; j < n; ++j) dc[o + j] = gc[o + j] + (t == T_ - 1 ? T(0) : dc[o + j]);
+    }
+    if (t < T_ - 1) gemm_nn<T>(B, n, GH, dz_next, GH, 1, wp.get() + j0 * GH, kPanel, dh + j0, H, true);
+    for (int64_t b = 0; b < B; ++b)
+      lstm_backward_row<T>(gates + b * GH + j0, H, c_prev + b * H + j0, dh + b * H + j0, dc + b * H + j0,
+                           dz + b * GH + j0, n);
+  };
+  auto split_steps = [&] {
+    for (int64_t t = T_ - 1; t >= 0; --t)
+      for_chunks(pf, H, grain, [&](int64_t, int64_t j0, int64_t n) { step(t, j0, n); });
+  };
+
+  if (!p.grad_x) {
+    split_steps();
+  } else {
+    // dx for chunk k of steps: dx[t0:t1] = dz[t0:t1] W_ih, W_ih packed once.
+    const int64_t Tc = steps_per_chunk(B), nchunk = div_up(T_, Tc);
+    auto wpx = std::make_unique_for_overwrite<T[]>(panels_size(GH, I));
+    pf(0, div_up(I, kPanel), grain_for(GH * kPanel), [&](int64_t p0, int64_t p1) {
+      const int64_t c0 = p0 * kPanel, c1 = std::min(I, p1 * kPanel);
+      pack_panels<T>(GH, c1 - c0, p.w_ih + c0, I, 1, wpx.get() + c0 * GH);
     });
+    auto grad_x = [&](int64_t k) {
+      const int64_t r0 = k * Tc * B, r1 = std::min(T_, (k + 1) * Tc) * B;
+      for (int64_t r = r0; r < r1; r += kRowBlock)
+        gemm_nn_packed<T>(std::min(kRowBlock, r1 - r), I, GH, p.grad_gates + r * GH, GH, 1, wpx.get(),
+                          p.grad_x + r * I, I, false);
+    };
+    if (!pipelined(p.path, p.threads, H, I)) {
+      split_steps();
+      pf(0, nchunk, grain_for(Tc * B * GH * I), [&](int64_t k0, int64_t k1) {
+        for (int64_t k = k0; k < k1; ++k) grad_x(k);
+      });
+    } else {
+      // Item i of the queue is the i-th chunk the reverse-time steps finish.
+      DrainQueue queue(nchunk);
+      auto item = [&](int64_t i) { grad_x(nchunk - 1 - i); };
+      pf(0, 2, pipeline_grain(T_ * B * GH * (H + I)), [&](int64_t task0, int64_t task1) {
+        for (int64_t task = task0; task < task1; ++task) {
+          if (task == 0) {  // the recurrence, all units of every step on this thread
+            queue.start();
+            for (int64_t t = T_ - 1; t >= 0; --t) {
+              for (int64_t j0 = 0; j0 < H; j0 += kUnitChunk) step(t, j0, std::min(kUnitChunk, H - j0));
+              if (t % Tc == 0) queue.release(nchunk - t / Tc);
+            }
+            queue.stop();
+            queue.finish_all(item);
+          } else {  // dx, behind it
+            queue.drain(item);
+          }
+        }
+      });
+    }
   }
   for_chunks(pf, H, grain, [&](int64_t, int64_t j0, int64_t n) {
     gemm_nn<T>(B, n, GH, p.grad_gates, GH, 1, wp.get() + j0 * GH, kPanel, p.grad_h0 + j0, H, false);

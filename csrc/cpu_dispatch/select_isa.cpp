@@ -8,7 +8,9 @@
 
 // CMake defines FUSEDSEQ_HAVE_ISA_<NAME> for each ISA it compiled.
 namespace fusedseq::cpu {
+#ifdef FUSEDSEQ_HAVE_ISA_BASELINE  // always, but for a sanitizer build of one variant (FUSEDSEQ_CPU_ISA_ONLY)
 namespace baseline { const IsaKernels& table(); }
+#endif
 #ifdef FUSEDSEQ_HAVE_ISA_AVX2
 namespace avx2 { const IsaKernels& table(); }
 #endif
@@ -21,7 +23,7 @@ struct Variant {
   bool (*runs_here)();
 };
 
-bool always() { return true; }
+[[maybe_unused]] bool always() { return true; }
 
 #ifdef FUSEDSEQ_HAVE_ISA_AVX2
 bool has_avx2_fma() {
@@ -36,7 +38,9 @@ bool has_avx2_fma() {
 
 // In order of preference, best last.
 const Variant kVariants[] = {
+#ifdef FUSEDSEQ_HAVE_ISA_BASELINE
     {"baseline", &baseline::table, &always},
+#endif
 #ifdef FUSEDSEQ_HAVE_ISA_AVX2
     {"avx2", &avx2::table, &has_avx2_fma},
 #endif

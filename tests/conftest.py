@@ -29,6 +29,7 @@ such cases rather than loosen the bounds.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -500,6 +501,18 @@ def rnn_weights(make: Maker, I: int, H: int, *, bias=(True, True), dtype=torch.f
     b_ih = make(H, dtype=dtype, scale=0.5) if bias[0] else None
     b_hh = make(H, dtype=dtype, scale=0.5) if bias[1] else None
     return w_ih, w_hh, b_ih, b_hh
+
+
+def missing_pairs(cases: Sequence[tuple], factors: Sequence[str], levels: dict) -> list[tuple]:
+    """For a pairwise test design: every (factor, value, factor, value) pair of
+    two factors in ``levels`` (name -> the values the design must cover) that
+    no case holds; ``factors`` names the columns of ``cases``."""
+    idx = {f: i for i, f in enumerate(factors)}
+    missing = []
+    for f, g in itertools.combinations(levels, 2):
+        seen = {(c[idx[f]], c[idx[g]]) for c in cases}
+        missing += [(f, a, g, b) for a in levels[f] for b in levels[g] if (a, b) not in seen]
+    return missing
 
 
 def with_views(fn: Callable, views: Optional[dict] = None, **fixed) -> Callable:

@@ -41,7 +41,7 @@ def test_emulator(checks_program, name):
     assert r.returncode == 0 and f"PASS {name}" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("group", ["gemm", "softmax", "rnn", "cuda_rnn", "fragments"])
+@pytest.mark.parametrize("group", ["gemm", "softmax", "rnn", "cuda_rnn", "cuda_lstm", "fragments"])
 def test_selftest_kernels_without_torch(selftest_driver, group):
     r = build.run(selftest_driver, [group])
     lines = r.stdout.splitlines()

@@ -22,7 +22,8 @@ SCHEDULES = {
     "random (seed 1), copies at wait": dict(schedule="random", landing="wait", seed=1),
 }
 ASAN = "ASan+UBSan build (round-robin)"
-GROUP = {"gemm_tc.cu": "gemm", "row_softmax.cu": "softmax", "persistent_rnn.cu": "rnn", "rnn.cu": "cuda_rnn"}
+GROUP = {"gemm_tc.cu": "gemm", "row_softmax.cu": "softmax", "persistent_rnn.cu": "rnn", "rnn.cu": "cuda_rnn",
+         "gated_rnn.cu": "cuda_lstm"}
 KERNEL_FILES = {k.name: k for k in build.KERNELS}
 
 

@@ -15,7 +15,6 @@ on these kernels too (their ``emulated`` variants).
 """
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -24,8 +23,8 @@ import torch
 import fusedseq
 from fusedseq import reference
 
-from conftest import (FP32_RTOL, check_against_reference, fwd_bwd, nbytes, poison_heap, rel_err, rnn_weights,
-                      torch_rnn, torch_rnn_cell, with_views)
+from conftest import (FP32_RTOL, check_against_reference, fwd_bwd, missing_pairs, nbytes, poison_heap, rel_err,
+                      rnn_weights, torch_rnn, torch_rnn_cell, with_views)
 
 pytestmark = pytest.mark.ops("rnn_cell", "rnn_cell_backward", "rnn", "rnn_backward")
 
@@ -78,10 +77,7 @@ def test_grid_is_pairwise():
               "path": {"persistent", "per_step"}}
     idx = {f: i for i, f in enumerate(SEQ_FACTORS)}
     assert all(c[idx["I"]] != c[idx["H"]] for c in SEQ_CASES)
-    missing = []
-    for f, g in itertools.combinations(levels, 2):
-        seen = {(c[idx[f]], c[idx[g]]) for c in SEQ_CASES}
-        missing += [(f, a, g, b) for a in levels[f] for b in levels[g] if (a, b) not in seen]
+    missing = missing_pairs(SEQ_CASES, SEQ_FACTORS, levels)
     # A few pairs of the largest factors (dtype x H, bias x dtype, ...) are
     # left out on purpose; the rest must be there.
     assert len(missing) <= 12, missing

@@ -115,7 +115,7 @@ if [ "$have_cuda" = 1 ]; then
     "$py" -m pytest -q -p no:cacheprovider -m cuda tests/
   # compute-sanitizer: global out-of-bounds accesses and shared-memory races in a few
   # attention cases (tails, GQA, D = 256: cp.async refills vs warps still reading a stage),
-  # and the persistent RNN's grid barrier and staging (both paths, fp32 and bf16).
+  # and the persistent RNN's grid barrier and staging (both paths, fp32 and bf16; the LSTM and GRU in fp32).
   if command -v compute-sanitizer >/dev/null 2>&1; then
     for tool in memcheck racecheck; do
       step "compute-sanitizer $tool (attention)" "sanitizer_$tool.log" \

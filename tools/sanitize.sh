@@ -40,6 +40,7 @@ else
   "$py" -m pytest -q -p no:cacheprovider -m "not emulated" tests/test_rnn_cell.py tests/test_rnn.py \
     tests/test_attention.py tests/test_bad_input.py tests/test_properties.py tests/test_lstm_gru.py tests/test_lstm_paths.py \
     tests/test_bad_input_gated.py
-  "$py" -m pytest -q -p no:cacheprovider -m emulated tests/test_attention_cuda.py tests/test_rnn_cuda.py
+  "$py" -m pytest -q -p no:cacheprovider -m emulated tests/test_attention_cuda.py tests/test_rnn_cuda.py \
+    tests/test_lstm_gru_cuda.py
 fi
 echo "sanitizer step: $((SECONDS - start)) s"

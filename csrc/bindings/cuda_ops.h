@@ -28,13 +28,22 @@
 // X(op, binding) for every fusedseq op that has a CUDA kernel.
 // Issue 10: attention (csrc/bindings/attention_cuda.cpp, csrc/cuda/attention*.cu).
 // Issue 11: the RNN ops (csrc/bindings/rnn_cuda.cpp, csrc/cuda/rnn.cu).
+// Issue 13: the LSTM and GRU ops (csrc/bindings/{lstm,gru}_cuda.cpp, csrc/cuda/gated_rnn.cu).
 #define FUSEDSEQ_CUDA_OPS(X)                                                     \
   X(attention_fwd, attention_fwd)                                                \
   X(attention_bwd, attention_bwd)                                                \
   X(rnn_cell, rnn_cell)                                                          \
   X(rnn_cell_backward, rnn_cell_backward)                                        \
   X(rnn, rnn)                                                                    \
-  X(rnn_backward, rnn_backward)
+  X(rnn_backward, rnn_backward)                                                  \
+  X(lstm_cell, lstm_cell)                                                        \
+  X(lstm_cell_backward, lstm_cell_backward)                                      \
+  X(lstm, lstm)                                                                  \
+  X(lstm_backward, lstm_backward)                                                \
+  X(gru_cell, gru_cell)                                                          \
+  X(gru_cell_backward, gru_cell_backward)                                        \
+  X(gru, gru)                                                                    \
+  X(gru_backward, gru_backward)
 
 namespace fusedseq::cuda_bindings {
 // Declarations of the bindings named in FUSEDSEQ_CUDA_OPS, one per line, e.g.
@@ -65,6 +74,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(const Tensor& gr
                                                                 const Tensor& output, const Tensor& x,
                                                                 const Tensor& h0, const Tensor& w_ih,
                                                                 const Tensor& w_hh, std::string nonlinearity);
+// lstm_cuda.cpp, gru_cuda.cpp (shapes as the schemas in schemas.h):
+using Grads6 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& x, const Tensor& h, const Tensor& c, const Tensor& w_ih,
+                                             const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+                                             const std::optional<Tensor>& b_hh);
+Grads6 lstm_cell_backward(const Tensor& grad_h_next, const Tensor& grad_c_next, const Tensor& gates, const Tensor& x,
+                          const Tensor& h, const Tensor& c, const Tensor& w_ih, const Tensor& w_hh);
+std::tuple<Tensor, Tensor, Tensor> lstm(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                        const Tensor& w_hh, const std::optional<Tensor>& b_ih,
+                                        const std::optional<Tensor>& b_hh);
+Grads6 lstm_backward(const Tensor& grad_output, const Tensor& grad_cell_states, const Tensor& output,
+                     const Tensor& cell_states, const Tensor& gates, const Tensor& x, const Tensor& h0,
+                     const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh);
+std::tuple<Tensor, Tensor> gru_cell(const Tensor& x, const Tensor& h, const Tensor& w_ih, const Tensor& w_hh,
+                                    const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh);
+Grads6 gru_cell_backward(const Tensor& grad_h_next, const Tensor& gates, const Tensor& x, const Tensor& h,
+                         const Tensor& w_ih, const Tensor& w_hh);
+std::tuple<Tensor, Tensor> gru(const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                               const std::optional<Tensor>& b_ih, const std::optional<Tensor>& b_hh);
+Grads6 gru_backward(const Tensor& grad_output, const Tensor& output, const Tensor& gates, const Tensor& x,
+                    const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh);
 }  // namespace fusedseq::cuda_bindings
 
 namespace fusedseq {

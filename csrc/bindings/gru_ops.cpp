@@ -8,6 +8,7 @@
 // the hidden side (h W_hhᵀ + b_hh).
 #include "bindings/checks.h"
 #include "bindings/cuda_ops.h"
+#include "bindings/gated_common.h"
 #include "bindings/recurrent.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
@@ -16,21 +17,9 @@ namespace fusedseq {
 namespace {
 
 using OptTensor = std::optional<Tensor>;
-constexpr int64_t G = 3;  // gates: r, z, n
-constexpr int64_t S = 4;  // slots of a gate row: r, z, n, h W_hnᵀ + b_hn
+constexpr int64_t G = gated::kGruGates;  // gates: r, z, n
+constexpr int64_t S = gated::kSlots;     // slots of a gate row: r, z, n, h W_hnᵀ + b_hn
 using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
-
-// The weight and bias gradients of a sequence from dz (T·B rows of
-// (dz_r, dz_z, dz_n, dz_n r)) and the input x (T·B, I) and state h (T·B, H)
-// each row saw: (grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh).
-std::tuple<Tensor, Tensor, Tensor, Tensor> weight_grads(const Tensor& dz, const Tensor& x, const Tensor& h) {
-  const int64_t H = dz.size(1) / S;
-  const auto input_side = columns(dz, 0, G * H);
-  const auto rz = columns(dz, 0, 2 * H), n_hidden = columns(dz, G * H, H);
-  const auto dwi = mm(t(input_side), x);
-  const auto dwh = cat({mm(t(rz), h), mm(t(n_hidden), h)}, 0);
-  return {dwi, dwh, sum_dim(input_side, 0), cat({sum_dim(rz, 0), sum_dim(n_hidden, 0)}, 0)};
-}
 
 // ---------------------------------------------------------------- gru_cell --
 // Returns (h' (B, H), gates (B, 4H)).
@@ -42,10 +31,8 @@ std::tuple<Tensor, Tensor> gru_cell(const Tensor& x,        // (B, I)
                                     const OptTensor& b_hh)  // (3H,)
 {
   const char* op = "fusedseq.gru_cell";
-  checks::tensor(op, "x", x, 2, "(B, I)");
-  checks::supported_device(op, x);
-  const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
+  const auto d = gated::gru_cell(op, x, h, w_ih, w_hh, b_ih, b_hh);
+  const int64_t B = d.B, I = d.I, H = d.H;
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -70,13 +57,9 @@ Grads gru_cell_backward(const Tensor& grad_h_next,  // (B, H)
                         const Tensor& w_hh)         // (3H, H)
 {
   const char* op = "fusedseq.gru_cell_backward";
-  checks::tensor(op, "x", x, 2, "(B, I)");
-  checks::supported_device(op, x);
-  const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
-  checks::tensor_like(op, "grad_h_next", grad_h_next, x, {B, H}, "(B, H)");
+  const auto d = gated::gru_cell_backward(op, grad_h_next, gates, x, h, w_ih, w_hh);
+  const int64_t B = d.B, I = d.I, H = d.H;
   const auto dt = compute_dtype(x);
-  checks::workspace(op, "gates", gates, dt, x, {B, S * H}, "(B, 4H)");
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto gh = as_compute(grad_h_next, dt), g = as_compute(gates, dt);
@@ -106,10 +89,8 @@ std::tuple<Tensor, Tensor> gru(const Tensor& x,        // (T, B, I)
                                const OptTensor& b_hh)  // (3H,)
 {
   const char* op = "fusedseq.gru";
-  checks::tensor(op, "x", x, 3, "(T, B, I)");
-  checks::supported_device(op, x);
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
+  const auto d = gated::gru(op, x, h0, w_ih, w_hh, b_ih, b_hh);
+  const int64_t T_ = d.T_, B = d.B, I = d.I, H = d.H;
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -137,14 +118,9 @@ Grads gru_backward(const Tensor& grad_output,  // (T, B, H)
                    const Tensor& w_hh)         // (3H, H)
 {
   const char* op = "fusedseq.gru_backward";
-  checks::tensor(op, "x", x, 3, "(T, B, I)");
-  checks::supported_device(op, x);
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}})
-    checks::tensor_like(op, name, *t, x, {T_, B, H}, "(T, B, H)");
+  const auto d = gated::gru_backward(op, grad_output, output, gates, x, h0, w_ih, w_hh);
+  const int64_t T_ = d.T_, B = d.B, I = d.I, H = d.H;
   const auto dt = compute_dtype(x);
-  checks::workspace(op, "gates", gates, dt, x, {T_, B, S * H}, "(T, B, 4H)");
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto go = as_compute(grad_output, dt), y = as_compute(output, dt), g = as_compute(gates, dt);
@@ -157,8 +133,9 @@ Grads gru_backward(const Tensor& grad_output,  // (T, B, H)
   });
   // Everything left is a large product over all T·B rows at once.
   const auto dz2 = view2d(dz, T_ * B, S * H);
-  const auto dx = strided_view(mm(columns(dz2, 0, G * H), wi), {T_, B, I}, {B * I, I, 1});
-  const auto [dwi, dwh, dbi, dbh] = weight_grads(dz2, view2d(xc, T_ * B, I), previous_states(hc, y));
+  const auto [dx2, dwi, dwh, dbi, dbh] =
+      gated::gru_input_and_weight_grads(dz2, view2d(xc, T_ * B, I), previous_states(hc, y), wi);
+  const auto dx = strided_view(dx2, {T_, B, I}, {B * I, I, 1});
   const auto st = x.scalar_type();
   return {to_dtype(dx, st), to_dtype(dh0, st), to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(dbi, st), to_dtype(dbh, st)};
 }

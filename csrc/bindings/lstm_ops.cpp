@@ -6,6 +6,7 @@
 // activated gates (·, 4H) and, for the sequence, every cell state (T, B, H).
 #include "bindings/checks.h"
 #include "bindings/cuda_ops.h"
+#include "bindings/gated_common.h"
 #include "bindings/recurrent.h"
 #include "bindings/stable.h"
 #include "cpu/kernels_cpu.h"
@@ -14,7 +15,7 @@ namespace fusedseq {
 namespace {
 
 using OptTensor = std::optional<Tensor>;
-constexpr int64_t G = 4;  // gates: i, f, g, o
+constexpr int64_t G = gated::kLstmGates;
 
 // --------------------------------------------------------------- lstm_cell --
 // Returns (h' (B, H), c' (B, H), gates (B, 4H)).
@@ -27,11 +28,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_cell(const Tensor& x,        // (B, I)
                                              const OptTensor& b_hh)  // (4H,)
 {
   const char* op = "fusedseq.lstm_cell";
-  checks::tensor(op, "x", x, 2, "(B, I)");
-  checks::supported_device(op, x);
-  const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
-  checks::tensor_like(op, "c", c, x, {B, H}, "(B, H)");
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
+  const auto d = gated::lstm_cell(op, x, h, c, w_ih, w_hh, b_ih, b_hh);
+  const int64_t B = d.B, I = d.I, H = d.H;
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -61,16 +59,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_cell_backward(
     const Tensor& w_hh)         // (4H, H)
 {
   const char* op = "fusedseq.lstm_cell_backward";
-  checks::tensor(op, "x", x, 2, "(B, I)");
-  checks::supported_device(op, x);
-  const int64_t B = x.size(0), I = x.size(1), H = checks::first_state(op, "h", h, x, 0);
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_h_next", &grad_h_next},
-                         {"grad_c_next", &grad_c_next},
-                         {"c", &c}})
-    checks::tensor_like(op, name, *t, x, {B, H}, "(B, H)");
+  const auto d = gated::lstm_cell_backward(op, grad_h_next, grad_c_next, gates, x, h, c, w_ih, w_hh);
+  const int64_t B = d.B, I = d.I, H = d.H;
   const auto dt = compute_dtype(x);
-  checks::workspace(op, "gates", gates, dt, x, {B, G * H}, "(B, 4H)");
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto gh = as_compute(grad_h_next, dt), gc = as_compute(grad_c_next, dt), g = as_compute(gates, dt);
@@ -100,11 +91,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm(const Tensor& x,        // (T, B, I)
                                         const OptTensor& b_hh)  // (4H,)
 {
   const char* op = "fusedseq.lstm";
-  checks::tensor(op, "x", x, 3, "(T, B, I)");
-  checks::supported_device(op, x);
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
-  checks::tensor_like(op, "c0", c0, x, {B, H}, "(B, H)");
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, b_ih, b_hh);
+  const auto d = gated::lstm(op, x, h0, c0, w_ih, w_hh, b_ih, b_hh);
+  const int64_t T_ = d.T_, B = d.B, I = d.I, H = d.H;
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto dt = compute_dtype(x);
@@ -144,17 +132,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& w_hh)              // (4H, H)
 {
   const char* op = "fusedseq.lstm_backward";
-  checks::tensor(op, "x", x, 3, "(T, B, I)");
-  checks::supported_device(op, x);
-  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = checks::first_state(op, "h0", h0, x, 1);
-  checks::tensor_like(op, "c0", c0, x, {B, H}, "(B, H)");
-  for (auto [name, t] : {std::pair<const char*, const Tensor*>{"grad_output", &grad_output}, {"output", &output}})
-    checks::tensor_like(op, name, *t, x, {T_, B, H}, "(T, B, H)");
+  const auto d = gated::lstm_backward(op, grad_output, grad_cell_states, output, cell_states, gates, x, h0, c0, w_ih,
+                                      w_hh);
+  const int64_t T_ = d.T_, B = d.B, I = d.I, H = d.H;
   const auto dt = compute_dtype(x);
-  checks::workspace(op, "grad_cell_states", grad_cell_states, dt, x, {T_, B, H}, "(T, B, H)");
-  checks::workspace(op, "cell_states", cell_states, dt, x, {T_, B, H}, "(T, B, H)");
-  checks::workspace(op, "gates", gates, dt, x, {T_, B, G * H}, "(T, B, 4H)");
-  checks::recurrent_weights(op, x, I, H, G, w_ih, w_hh, std::nullopt, std::nullopt);
   if (x.is_cuda()) no_cuda_kernel(op);
 
   const auto go = as_compute(grad_output, dt), gc = as_compute(grad_cell_states, dt), y = as_compute(output, dt);

@@ -4,15 +4,10 @@
 // large products through ATen (cuBLAS), and the fused kernels in between.
 // Built twice (cuda_ops.h): for CUDA tensors in the CUDA extension, and for
 // CPU tensors in the emulated library.
-//
-// FUSEDSEQ_CUDA_RNN_PATH = auto (default) | persistent | per_step chooses how
-// the recurrences run (rnn.h): tests force each path; `auto` takes the
-// persistent kernel where W_hh fits on chip and every block can be resident.
-#include <cstdlib>
-#include <cstring>
-
+// FUSEDSEQ_CUDA_RNN_PATH chooses the recurrences' path (recurrent_cuda.h).
 #include "bindings/cuda_binding.h"
 #include "bindings/cuda_ops.h"
+#include "bindings/recurrent_cuda.h"
 #include "bindings/rnn_common.h"
 #include "cuda/rnn.h"
 
@@ -21,29 +16,8 @@ namespace {
 
 using rnn_common::OptTensor;
 
-cuda::RnnDtype rnn_dtype(ScalarType st) {
-  switch (st) {
-    case ScalarType::Float: return cuda::RnnDtype::F32;
-    case ScalarType::Double: return cuda::RnnDtype::F64;
-    case ScalarType::BFloat16: return cuda::RnnDtype::BF16;
-    case ScalarType::Half: return cuda::RnnDtype::FP16;
-    default: break;
-  }
-  throw std::invalid_argument("fusedseq: no CUDA RNN kernel for this dtype");  // checks::tensor let it through
-}
-
 // The dtype the recurrent state is carried in between steps.
 ScalarType state_dtype(ScalarType st) { return st == ScalarType::Double ? ScalarType::Double : ScalarType::Float; }
-
-cuda::RnnPath path_from_env(const char* op) {
-  const char* v = std::getenv("FUSEDSEQ_CUDA_RNN_PATH");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return cuda::RnnPath::Auto;
-  if (std::strcmp(v, "persistent") == 0) return cuda::RnnPath::Persistent;
-  if (std::strcmp(v, "per_step") == 0) return cuda::RnnPath::PerStep;
-  FUSEDSEQ_CHECK_VALUE(false, op, ": environment variable FUSEDSEQ_CUDA_RNN_PATH must be 'auto', 'persistent' or ",
-                       "'per_step', got '", v, "'");
-  return cuda::RnnPath::Auto;
-}
 
 }  // namespace
 

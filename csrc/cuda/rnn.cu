@@ -3,12 +3,8 @@
 // csrc/cuda/rnn.h; the CPU kernels (csrc/cpu/rnn_cpu.cpp) are the reference
 // for the contract, benchmarks/NOTES.md for the floors and predictions.
 //
-// One building block does every matrix product of a recurrent step: a warp
-// computes a kRows x kBatch tile of  Σ_k W[j][k] s[b][k]  (hidden units j,
-// batch rows b), its lanes striding over k (so a warp reads each row of W
-// and of the state s coalesced, and shared memory without bank conflicts),
-// then a halving butterfly of 9 shuffles leaves sum v on lanes 4v..4v+3 and
-// lane 4v runs the epilogue of element v = r·kBatch + b, i.e. (j0 + r, b0 + b).
+// Every matrix product of a recurrent step is the warp tile of
+// csrc/cuda/recurrent_tile.cuh (shared with the LSTM and GRU kernels).
 //
 // Kernels: cell forward (both products, biases, activation: one launch);
 // cell backward (dx and dh in one launch, dz made per chunk in shared
@@ -28,34 +24,17 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/recurrent_tile.cuh"
 #include "cuda/rnn.h"
 
 namespace fusedseq::cuda {
 namespace {
 
-constexpr int kThreads = 256, kWarps = kThreads / 32;
-constexpr int kRows = 2, kBatch = 4;          // a warp's register tile: hidden units x batch rows
+using namespace recurrent;
 constexpr int kStepRows = kWarps * kRows;     // hidden units per block of the cell / per-step kernels
 constexpr int kMinRows = 8;                   // fewest hidden units per block of the persistent kernels
 
-// ------------------------------------------------------------ arithmetic --
-// (CUDA's min has no int64_t overload on every host compiler's long.)
-__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Arithmetic type: fp32, fp64 for fp64 storage.
-template <class T>
-using AccT = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-template <class A, class T>
-__device__ __forceinline__ A load(const T* p) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) return A(*p);
-  else return A(to_float(*p));
-}
-template <class T, class A>
-__device__ __forceinline__ void store(T* p, A v) {
-  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) *p = T(v);
-  else *p = from_float<T>(float(v));
-}
 
 // relu keeps NaN (as torch.relu); tanh in the arithmetic type.
 template <class A>
@@ -68,52 +47,6 @@ __device__ __forceinline__ A activate(A v, Activation act) {
 template <class A>
 __device__ __forceinline__ A times_act_grad(A g, A y, Activation act) {
   return act == Activation::Relu ? (y > A(0) ? g : A(0)) : g * (A(1) - y * y);
-}
-
-// --------------------------------------------------------- the warp tile --
-// acc[r][b] += Σ_k w[r ld_w + k] s[b ld_s + k] over this lane's k. Rows at or
-// past nr (batch rows at or past nb) re-read row 0 instead: their sums are
-// never stored, and the loop keeps no bounds tests and no index arithmetic
-// beyond one pointer step per operand.
-template <class A, class W, class S>
-__device__ __forceinline__ void tile_dot(A (&acc)[kRows][kBatch], const W* w, int64_t ld_w, int nr, const S* s,
-                                         int64_t ld_s, int nb, int64_t K, int lane) {
-  const W* wr[kRows];
-  const S* sb[kBatch];
-  for (int r = 0; r < kRows; ++r) wr[r] = w + (r < nr ? r : 0) * ld_w + lane;
-  for (int b = 0; b < kBatch; ++b) sb[b] = s + (b < nb ? b : 0) * ld_s + lane;
-  for (int64_t k = lane; k < K; k += 32) {
-    A wv[kRows], sv[kBatch];
-    for (int r = 0; r < kRows; ++r) wv[r] = load<A>(wr[r]), wr[r] += 32;
-    for (int b = 0; b < kBatch; ++b) sv[b] = load<A>(sb[b]), sb[b] += 32;
-    for (int r = 0; r < kRows; ++r)
-      for (int b = 0; b < kBatch; ++b) acc[r][b] += wv[r] * sv[b];
-  }
-}
-
-// Sums the tile's 8 accumulators over the warp with 9 shuffles instead of
-// 8 x 5: a butterfly that halves what each lane carries at every level
-// (lanes with bit 4 set keep values 4..7 and send 0..3 to their partner,
-// which keeps 0..3; then bit 3 splits each half, then bit 2). After the
-// three halving levels lane l holds value (l >> 2) & 7 summed over 8 lanes;
-// the last two levels sum the rest. Returns that sum: lane l owns tile
-// element v = l / 4 (row v / kBatch, batch row v % kBatch) when l % 4 == 0.
-static_assert(kRows * kBatch == 8, "the reduction below is written for 8 accumulators");
-template <class A>
-__device__ __forceinline__ A tile_sum_for_lane(A (&acc)[kRows][kBatch], int lane) {
-  A v[8];
-  for (int r = 0; r < kRows; ++r)
-    for (int b = 0; b < kBatch; ++b) v[r * kBatch + b] = acc[r][b];
-  for (int half = 4, offset = 16; half >= 1; half /= 2, offset /= 2) {
-    const bool upper = (lane & offset) != 0;
-    for (int i = 0; i < half; ++i) {
-      const A send = upper ? v[i] : v[i + half], keep = upper ? v[i + half] : v[i];
-      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, offset);
-    }
-  }
-  v[0] += __shfl_xor_sync(0xffffffffu, v[0], 2);
-  v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
-  return v[0];
 }
 
 // ================================================================== cell ==
@@ -214,26 +147,6 @@ __global__ void __launch_bounds__(kThreads) rnn_cell_bwd_kernel(CellBwd<T> p) {
   }
 }
 
-// ============================================================ recurrence ==
-// Runs a block's tiles over units [0, nrows) x batch rows [0, B), the warps
-// taking turns: sum(i0, b0, nr, nb, lane) returns this lane's reduced sum of
-// the tile at (i0, b0) (tile_sum_for_lane), and epilogue(i, b, v) runs on
-// the lane that owns element (i, b).
-template <class A, class Sum, class Epilogue>
-__device__ __forceinline__ void for_each_tile(int nrows, int64_t B, Sum&& sum, Epilogue&& epilogue) {
-  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
-  const bool owner = lane % 4 == 0;  // the element this lane's epilogue owns (tile_sum_for_lane)
-  const int mr = (lane / 4) / kBatch, mb = (lane / 4) % kBatch;
-  const int tiles_r = (nrows + kRows - 1) / kRows;
-  const int64_t tiles = int64_t(tiles_r) * ((B + kBatch - 1) / kBatch);
-  for (int64_t tile = warp; tile < tiles; tile += kWarps) {
-    const int i0 = int(tile % tiles_r) * kRows;
-    const int64_t b0 = (tile / tiles_r) * kBatch;
-    const int nr = min(kRows, nrows - i0), nb = int(min64(kBatch, B - b0));
-    const A v = sum(i0, b0, nr, nb, lane);
-    if (owner && mr < nr && mb < nb) epilogue(i0 + mr, b0 + mb, v);
-  }
-}
 
 template <class T>
 struct SeqFwd {
@@ -327,14 +240,6 @@ __device__ __forceinline__ void bwd_step(const SeqBwd<T>& p, int64_t s, const T*
 
 FUSEDSEQ_EXTERN_SHARED(unsigned char, rnn_w_smem);
 
-// Copies rows [r0, r0 + nrows) of w (H columns) into shared memory, packed.
-template <class T>
-__device__ __forceinline__ T* stage_rows(const T* w, int64_t ld_w, int64_t r0, int nrows, int64_t H) {
-  T* w_s = reinterpret_cast<T*>(rnn_w_smem);
-  for (int64_t i = threadIdx.x; i < int64_t(nrows) * H; i += kThreads) w_s[i] = w[(r0 + i / H) * ld_w + i % H];
-  __syncthreads();
-  return w_s;
-}
 
 // One cooperative launch for all T steps: block b owns units
 // [b R, b R + R), keeps their rows of W_hh in shared memory throughout, and
@@ -344,7 +249,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads) rnn_fwd_persistent_kernel(SeqFwd<T> p, int rows_per_block) {
   const int64_t r0 = int64_t(blockIdx.x) * rows_per_block;
   const int nrows = int(min64(rows_per_block, p.H - r0));
-  const T* w_s = stage_rows(p.w_hh, p.ld_w_hh, r0, nrows, p.H);
+  const T* w_s = stage_rows(reinterpret_cast<T*>(rnn_w_smem), p.w_hh, p.ld_w_hh, r0, nrows, p.H);
   GridBarrier grid{p.grid_barrier};
   for (int64_t t = 0; t < p.T_; ++t) {
     fwd_step(p, t, w_s, p.H, r0, nrows);
@@ -358,7 +263,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads) rnn_bwd_persistent_kernel(SeqBwd<T> p, int rows_per_block) {
   const int64_t r0 = int64_t(blockIdx.x) * rows_per_block;
   const int nrows = int(min64(rows_per_block, p.H - r0));
-  const T* w_s = stage_rows(p.w_hh_t, p.ld_w, r0, nrows, p.H);
+  const T* w_s = stage_rows(reinterpret_cast<T*>(rnn_w_smem), p.w_hh_t, p.ld_w, r0, nrows, p.H);
   GridBarrier grid{p.grid_barrier};
   for (int64_t s = 0; s <= p.T_; ++s) {
     bwd_step(p, s, w_s, p.H, r0, nrows);
@@ -381,50 +286,6 @@ __global__ void __launch_bounds__(kThreads) rnn_bwd_step_kernel(SeqBwd<T> p, int
 }
 
 // ================================================================= host ==
-void require(bool ok, const char* what, const char* field) {
-  if (!ok) throw std::invalid_argument(std::string("fusedseq cuda ") + what + ": " + field);
-}
-
-unsigned blocks_for(int64_t n, int64_t per_block) {
-  const int64_t blocks = (n + per_block - 1) / per_block;
-  if (blocks > int64_t(0x7fffffff)) throw std::invalid_argument("fusedseq cuda rnn: too many blocks");
-  return unsigned(blocks);
-}
-
-// Calls fn.template operator()<T>() with T the storage type of dt.
-template <class Fn>
-decltype(auto) dispatch(RnnDtype dt, Fn&& fn) {
-  switch (dt) {
-    case RnnDtype::F32: return fn.template operator()<float>();
-    case RnnDtype::F64: return fn.template operator()<double>();
-    case RnnDtype::BF16: return fn.template operator()<bf16>();
-    case RnnDtype::FP16: return fn.template operator()<fp16>();
-  }
-  throw std::invalid_argument("fusedseq cuda rnn: unknown dtype");
-}
-
-// What the persistent kernels may use: SMs and opt-in shared memory per block.
-// The emulator plays a small GPU (8 SMs, an H100's 227 KB) so that tests see
-// several blocks, uneven splits and both paths at small H.
-struct DeviceLimits {
-  int sms;
-  int64_t smem_per_block;
-  bool cooperative;
-};
-DeviceLimits device_limits() {
-#if FUSEDSEQ_EMULATED
-  return {8, 227 * 1024, true};
-#else
-  int device = 0, sms = 0, smem = 0, coop = 0;
-  const LaunchConfig cfg(dim3(1), dim3(1));
-  check(cudaGetDevice(&device), cfg, "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), cfg, "cudaDeviceGetAttribute");
-  check(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), cfg,
-        "cudaDeviceGetAttribute");
-  check(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device), cfg, "cudaDeviceGetAttribute");
-  return {sms, smem, coop != 0};
-#endif
-}
 
 template <class T>
 RnnPlan plan_for(int64_t H, bool backward) {
@@ -448,37 +309,6 @@ RnnPlan plan_for(int64_t H, bool backward) {
   return {true, blocks, int(rows), smem, "W_hh stays in shared memory: one cooperative launch"};
 }
 
-RnnPath choose(RnnPath forced, const RnnPlan& plan, const char* what) {
-  if (forced == RnnPath::PerStep) return RnnPath::PerStep;
-  if (forced == RnnPath::Persistent && !plan.persistent)
-    throw std::runtime_error(std::string("fusedseq cuda ") + what + ": the persistent path was forced but cannot run: " +
-                             plan.why);
-  return plan.persistent ? RnnPath::Persistent : RnnPath::PerStep;
-}
-
-// A cooperative launch that the device refuses (e.g. other work holds SMs)
-// falls back to per-step launches when the path was not forced. On the
-// emulator every launch error is a bug report and propagates.
-template <class Persistent, class PerStep>
-RnnPath run(RnnPath forced, const RnnPlan& plan, const char* what, Persistent&& persistent, PerStep&& per_step) {
-  RnnPath path = choose(forced, plan, what);
-  if (path == RnnPath::Persistent) {
-#if FUSEDSEQ_EMULATED
-    persistent();
-    return path;
-#else
-    try {
-      persistent();
-      return path;
-    } catch (const std::runtime_error&) {
-      if (forced == RnnPath::Persistent) throw;
-      (void)cudaGetLastError();  // a refused launch leaves no sticky error; clear the last one
-    }
-#endif
-  }
-  per_step();
-  return RnnPath::PerStep;
-}
 
 }  // namespace
 
@@ -525,15 +355,8 @@ RnnPath rnn_seq_forward(const RnnSeqFwdArgs& a) {
                       a.grid_barrier, a.T_, a.B, a.H, a.act};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<T>(a.H, false);
-    return run(
-        a.path, plan, what,
-        [&] {
-          require(a.grid_barrier != nullptr, what, "the persistent kernel needs its grid barrier counter");
-          launch_cooperative(rnn_fwd_persistent_kernel<T>,
-                             {dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.smem_bytes), a.stream}, p,
-                             plan.rows_per_block);
-        },
-        [&] {
+    return run_recurrence(
+        a.path, plan, what, a.grid_barrier, a.stream, rnn_fwd_persistent_kernel<T>, p, [&] {
           for (int64_t t = 0; t < a.T_; ++t)
             launch(rnn_fwd_step_kernel<T>, {dim3(blocks_for(a.H, kStepRows)), dim3(kThreads), 0, a.stream}, p, t);
         });
@@ -552,15 +375,8 @@ RnnPath rnn_seq_backward(const RnnSeqBwdArgs& a) {
                       a.grid_barrier, a.T_, a.B, a.H, a.act};
     const RnnPlan plan = a.path == RnnPath::PerStep ? RnnPlan{false, 0, 0, 0, "per-step path forced"}
                                                     : plan_for<T>(a.H, true);
-    return run(
-        a.path, plan, what,
-        [&] {
-          require(a.grid_barrier != nullptr, what, "the persistent kernel needs its grid barrier counter");
-          launch_cooperative(rnn_bwd_persistent_kernel<T>,
-                             {dim3(unsigned(plan.blocks)), dim3(kThreads), size_t(plan.smem_bytes), a.stream}, p,
-                             plan.rows_per_block);
-        },
-        [&] {
+    return run_recurrence(
+        a.path, plan, what, a.grid_barrier, a.stream, rnn_bwd_persistent_kernel<T>, p, [&] {
           for (int64_t s = 0; s <= a.T_; ++s)
             launch(rnn_bwd_step_kernel<T>, {dim3(blocks_for(a.H, kStepRows)), dim3(kThreads), 0, a.stream}, p, s);
         });

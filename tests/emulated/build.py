@@ -1,7 +1,8 @@
 """Builds the torch-free emulated test programs with the host compiler.
 
 The programs (tests/emulated/*.cpp) link the self-test kernels
-(csrc/cuda/selftest/*.cu) and the op kernels they drive (csrc/cuda/rnn.cu),
+(csrc/cuda/selftest/*.cu) and the op kernels they drive (csrc/cuda/rnn.cu,
+gated_rnn.cu),
 compiled as C++ against the emulator, and the
 emulator's implementation (csrc/emu/emu.cpp). Objects are cached under
 build/emulated-tests/ by a hash of their source, every header they may include
@@ -26,7 +27,8 @@ from typing import Iterable, Optional, Sequence
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CSRC = ROOT / "csrc"
 BUILD = ROOT / "build" / "emulated-tests"
-KERNELS = tuple(sorted((CSRC / "cuda" / "selftest").glob("*.cu"))) + (CSRC / "cuda" / "rnn.cu",)
+KERNELS = tuple(sorted((CSRC / "cuda" / "selftest").glob("*.cu"))) + (CSRC / "cuda" / "rnn.cu",
+                                                                      CSRC / "cuda" / "gated_rnn.cu")
 EMULATOR_IMPL = CSRC / "emu" / "emu.cpp"
 JOBS = 2  # the CI machine (and the shared development machine) has two cores
 

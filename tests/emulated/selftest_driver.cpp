@@ -1,12 +1,13 @@
-// Torch-free driver of the self-test kernels (csrc/cuda/selftest/) and of the
-// persistent RNN kernels of csrc/cuda/rnn.cu (group cuda_rnn), built with
+// Torch-free driver of the self-test kernels (csrc/cuda/selftest/), of the
+// persistent RNN kernels of csrc/cuda/rnn.cu (group cuda_rnn) and of the
+// persistent LSTM kernels of csrc/cuda/gated_rnn.cu (group cuda_lstm), built with
 // g++ against the emulator. It is what the mutation tests build once per
 // planted bug, and what CI builds with ASan+UBSan: every check runs the CUDA
 // source on fresh random inputs against a float64 CPU reference, with outputs
 // poisoned (NaN) beforehand and inputs allocated to their exact size (so that
 // ASan sees a read past the end).
 //
-//   selftest_driver [gemm|softmax|rnn|cuda_rnn|fragments|all]
+//   selftest_driver [gemm|softmax|rnn|cuda_rnn|cuda_lstm|fragments|all]
 // Prints one line per check; exits 0 when all pass, 1 when a result is wrong,
 // 2 when the emulator (or a launcher) reports an error.
 #include <cmath>
@@ -23,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/gated_rnn.h"
 #include "cuda/rnn.h"
 #include "cuda/selftest/selftest.h"
 #include "emu/fragments.h"
@@ -287,6 +289,105 @@ void cuda_rnn_checks() {
           [&] { return cuda_rnn_case(T, B, H); });
 }
 
+// ------------------------------------------------------------- cuda_lstm --
+// csrc/cuda/gated_rnn.cu's persistent LSTM recurrence, forward then BPTT,
+// fp32 with both biases, against a float64 reference (gates i, f, g, o):
+//   z = P[t] + h_{t-1} Wᵀ + b,  c_t = σ(z_f) c_{t-1} + σ(z_i) tanh(z_g),  h_t = σ(z_o) tanh(c_t);
+// BPTT from the forward's own (float) gates and cell states, the formulas of csrc/cpu/gates.h.
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+std::string cuda_lstm_case(int64_t T, int64_t B, int64_t H) {
+  namespace cu = fusedseq::cuda;
+  const int64_t G = 4, GH = G * H;
+  const size_t BH = size_t(B * H), TBH = size_t(T) * BH, TBG = TBH * G;
+  Buffer<float> w(size_t(GH * H)), wt(size_t(GH * H)), h0(BH), c0(BH), b_ih{size_t(GH)}, b_hh{size_t(GH)},
+      proj(TBG), gates(TBG), out(TBH), cell(TBH), state(2 * BH), go(TBH), gc(TBH), dz(TBG), dh0(BH), dc0(BH),
+      bstate(2 * size_t(B * GH)), carry(BH);
+  Buffer<unsigned> counter(1);
+  for (int64_t r = 0; r < GH; ++r)
+    for (int64_t k = 0; k < H; ++k) w[size_t(r * H + k)] = 0.7f * normal() / std::sqrt(float(H));
+  for (int64_t r = 0; r < GH; ++r)
+    for (int64_t k = 0; k < H; ++k) wt[size_t(k * GH + r)] = w[size_t(r * H + k)];
+  for (size_t i = 0; i < BH; ++i) h0[i] = normal(), c0[i] = normal();
+  for (int64_t r = 0; r < GH; ++r) b_ih[size_t(r)] = 0.5f * normal(), b_hh[size_t(r)] = 0.5f * normal();
+  for (size_t i = 0; i < TBG; ++i) gates[i] = proj[i] = normal();
+  for (size_t i = 0; i < TBH; ++i) go[i] = normal(), gc[i] = normal();
+  for (auto* b : {&out, &cell, &state, &dz, &dh0, &dc0, &bstate, &carry}) poison(b->data(), b->n);
+  counter[0] = 0;
+  const auto fwd = cu::gated_seq_forward({cu::GatedKind::Lstm, h0.data(), H, c0.data(), H, w.data(), H, b_ih.data(),
+                                          b_hh.data(), gates.data(), out.data(), cell.data(), state.data(),
+                                          counter.data(), T, B, H, cu::RnnDtype::F32, cu::RnnPath::Persistent,
+                                          nullptr});
+  if (fwd != cu::RnnPath::Persistent) return "the forward did not take the persistent path";
+  std::vector<double> h(h0.data(), h0.data() + BH), c(c0.data(), c0.data() + BH), hs, hs_scale, cs, cs_scale;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> hn(BH), cn(BH);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < H; ++j) {
+        double act[4], scale = 0;
+        for (int64_t q = 0; q < G; ++q) {
+          const int64_t r = q * H + j;
+          const auto [s, sa] = dot(&w[size_t(r * H)], 1, &h[size_t(b * H)], 1, H);
+          const double z = s + proj[size_t((t * B + b) * GH + r)] + b_ih[size_t(r)] + b_hh[size_t(r)];
+          act[q] = q == 2 ? std::tanh(z) : sigmoid(z);
+          scale += sa + 2.0;
+        }
+        const size_t at = size_t(b * H + j);
+        cn[at] = act[1] * c[at] + act[0] * act[2], hn[at] = act[3] * std::tanh(cn[at]);
+        cs.push_back(cn[at]), cs_scale.push_back(scale + std::fabs(c[at]) + 1.0);
+        hs.push_back(hn[at]), hs_scale.push_back(scale + std::fabs(c[at]) + 1.0);
+      }
+    h = hn, c = cn;
+  }
+  std::string bad = compare(out.data(), hs, hs_scale, 1e-5);
+  if (!bad.empty()) return "forward h: " + bad;
+  bad = compare(cell.data(), cs, cs_scale, 1e-5);
+  if (!bad.empty()) return "forward c: " + bad;
+  counter[0] = 0;
+  const auto bwd = cu::gated_seq_backward({cu::GatedKind::Lstm, go.data(), gc.data(), gates.data(), cell.data(),
+                                           nullptr, c0.data(), H, wt.data(), GH, dz.data(), dh0.data(), dc0.data(),
+                                           bstate.data(), carry.data(), counter.data(), T, B, H, cu::RnnDtype::F32,
+                                           cu::RnnPath::Persistent, nullptr});
+  if (bwd != cu::RnnPath::Persistent) return "the backward did not take the persistent path";
+  std::vector<double> dzr(TBG), dz_scale(TBG), dcr(BH, 0.0), dc_scale(BH, 0.0), dh0r(BH), dh0_scale(BH);
+  for (int64_t t = T - 1; t >= 0; --t)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 0; j < H; ++j) {
+        const size_t at = size_t(b * H + j), tat = size_t(t) * BH + at, row = size_t((t * B + b) * GH);
+        double dh = go[tat], da = std::fabs(dh) + 1.0;
+        if (t < T - 1)
+          for (int64_t r = 0; r < GH; ++r) {
+            const double term = dzr[row + size_t(B * GH) + size_t(r)] * w[size_t(r * H + j)];
+            dh += term, da += std::fabs(term);
+          }
+        const double i = gates[row + size_t(j)], f = gates[row + size_t(H + j)], g = gates[row + size_t(2 * H + j)],
+                     o = gates[row + size_t(3 * H + j)];
+        const double cp = t == 0 ? c0[at] : cell[tat - BH], tc = std::tanh(f * cp + i * g);
+        const double dc = gc[tat] + (t < T - 1 ? dcr[at] : 0.0) + dh * o * (1 - tc * tc);
+        const double sc = da + std::fabs(gc[tat]) + dc_scale[at];
+        dcr[at] = dc * f, dc_scale[at] = sc;
+        const double d[4] = {dc * g * i * (1 - i), dc * cp * f * (1 - f), dc * i * (1 - g * g), dh * tc * o * (1 - o)};
+        for (int q = 0; q < 4; ++q) dzr[row + size_t(q * H + j)] = d[q], dz_scale[row + size_t(q * H + j)] = sc;
+      }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < H; ++j) {
+      const auto [s, sa] = dot(&dzr[size_t(b * GH)], 1, &w[size_t(j)], H, GH);
+      dh0r[size_t(b * H + j)] = s, dh0_scale[size_t(b * H + j)] = sa + 1.0;
+    }
+  bad = compare(dz.data(), dzr, dz_scale, 1e-5);
+  if (!bad.empty()) return "backward dz: " + bad;
+  bad = compare(dh0.data(), dh0r, dh0_scale, 1e-5);
+  if (!bad.empty()) return "backward grad_h0: " + bad;
+  bad = compare(dc0.data(), dcr, dc_scale, 1e-5);
+  return bad.empty() ? "" : "backward grad_c0: " + bad;
+}
+
+void cuda_lstm_checks() {
+  for (auto [T, B, H] : {std::tuple<int64_t, int64_t, int64_t>{5, 3, 40}, {3, 2, 17}})
+    check("cuda lstm persistent T=" + std::to_string(T) + " B=" + std::to_string(B) + " H=" + std::to_string(H),
+          [&] { return cuda_lstm_case(T, B, H); });
+}
+
 // ------------------------------------------------------------- fragments --
 void fragment_checks() {
   for (int count : {1, 2, 4})
@@ -342,6 +443,7 @@ int main(int argc, char** argv) {
   if (what == "softmax" || what == "all") softmax_checks();
   if (what == "rnn" || what == "all") rnn_checks();
   if (what == "cuda_rnn" || what == "all") cuda_rnn_checks();
+  if (what == "cuda_lstm" || what == "all") cuda_lstm_checks();
   if (what == "fragments" || what == "all") fragment_checks();
   std::printf("%d failed, %d errors\n", failures, errors);
   return errors ? 2 : failures ? 1 : 0;

@@ -1,0 +1,151 @@
+// The GRU ops on their CUDA kernels (csrc/cuda/gated_rnn.cu): the checks of
+// the CPU bindings (gated_common.h), the same outputs and saved workspace
+// (h and the gradients in the input dtype; gates = r, z, n, h W_hnᵀ + b_hn
+// and the internal dz in the compute dtype, fp32 for fp16/bf16), the large
+// products through ATen (cuBLAS) and the fused recurrence in between. A cell
+// is the recurrence run for one step. Built twice (cuda_ops.h): for CUDA
+// tensors in the CUDA extension, and for CPU tensors in the emulated library.
+// FUSEDSEQ_CUDA_RNN_PATH chooses the sequence's path (recurrent_cuda.h).
+#include "bindings/cuda_binding.h"
+#include "bindings/cuda_ops.h"
+#include "bindings/gated_common.h"
+#include "bindings/recurrent_cuda.h"
+#include "cuda/gated_rnn.h"
+
+namespace fusedseq::cuda_bindings {
+namespace {
+
+using gated::kGruGates;
+using gated::kSlots;
+using gated::OptTensor;
+using Grads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+// The fused recurrence over x (T, B, I): every step's input projection as one
+// product into the first three slots of `gates` (fp32 for fp16/bf16, from
+// widened operands), then the kernel. Returns out (T, B, H) input dtype and
+// gates (T, B, 4H) compute dtype.
+std::tuple<Tensor, Tensor> forward(const Tensor& x, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                                   const OptTensor& b_ih, const OptTensor& b_hh, const gated::Dims& d,
+                                   cuda::RnnPath path, void* stream) {
+  const ScalarType st = x.scalar_type(), acc = compute_dtype(x);
+  const auto hc = unit_last_stride(h0, st), wh = unit_last_stride(w_hh, st);
+  const auto bi = as_compute(b_ih, st), bh = as_compute(b_hh, st);
+  Tensor gates = empty({d.T_, d.B, kSlots * d.H}, acc, x);
+  mm_out(columns(view2d(gates, d.T_ * d.B, kSlots * d.H), 0, kGruGates * d.H),
+         view2d(as_compute(x, acc), d.T_ * d.B, d.I), t(to_dtype(w_ih, acc)));
+  Tensor out = empty({d.T_, d.B, d.H}, st, x);
+  Tensor state = empty({2, d.B, d.H}, acc, x), barrier = zeroed_workspace(x, 1);
+  cuda::gated_seq_forward({cuda::GatedKind::Gru, hc.data_ptr(), hc.stride(0), nullptr, 0, wh.data_ptr(),
+                           wh.stride(0), bi ? bi->data_ptr() : nullptr, bh ? bh->data_ptr() : nullptr,
+                           gates.data_ptr(), out.data_ptr(), nullptr, state.data_ptr(),
+                           static_cast<unsigned*>(barrier.data_ptr()), d.T_, d.B, d.H, rnn_dtype(st), path, stream});
+  return {out, gates};
+}
+
+// BPTT from the forward's record: returns dz (T, B, 4H) compute dtype and
+// grad_h0 (B, H) input dtype. grad_out (T, B, H) input dtype, gates
+// (T, B, 4H) compute dtype, output (T, B, H) input dtype (null for one step:
+// h_{t-1} is then h0), all contiguous.
+std::tuple<Tensor, Tensor> backward(const Tensor& x, const Tensor& grad_out, const Tensor& gates,
+                                    const Tensor* output, const Tensor& h0, const Tensor& w_hh, const gated::Dims& d,
+                                    cuda::RnnPath path, void* stream) {
+  const ScalarType st = x.scalar_type(), acc = compute_dtype(x);
+  const auto hc = unit_last_stride(h0, st);
+  // W_hhᵀ row-major, once per call (3H² elements): BPTT's hidden units are its rows.
+  const auto wht = torch::stable::contiguous(t(w_hh));
+  Tensor dz = empty({d.T_, d.B, kSlots * d.H}, acc, x), dh0 = empty({d.B, d.H}, st, x);
+  Tensor state = empty({2, d.B, kGruGates * d.H}, acc, x), carry = empty({d.B, d.H}, acc, x);
+  Tensor barrier = zeroed_workspace(x, 1);
+  cuda::gated_seq_backward({cuda::GatedKind::Gru, grad_out.data_ptr(), nullptr, gates.data_ptr(), nullptr,
+                            output ? output->data_ptr() : nullptr, hc.data_ptr(), hc.stride(0), wht.data_ptr(),
+                            wht.stride(0), dz.data_ptr(), dh0.data_ptr(), nullptr, state.data_ptr(),
+                            carry.data_ptr(), static_cast<unsigned*>(barrier.data_ptr()), d.T_, d.B, d.H,
+                            rnn_dtype(st), path, stream});
+  return {dz, dh0};
+}
+
+}  // namespace
+
+// -> (h' (B, H), gates (B, 4H) compute dtype)
+std::tuple<Tensor, Tensor> gru_cell(const Tensor& x,        // (B, I)
+                                    const Tensor& h,        // (B, H)
+                                    const Tensor& w_ih,     // (3H, I)
+                                    const Tensor& w_hh,     // (3H, H)
+                                    const OptTensor& b_ih,  // (3H,)
+                                    const OptTensor& b_hh)  // (3H,)
+{
+  const char* op = "fusedseq.gru_cell";
+  const auto d = gated::gru_cell(op, x, h, w_ih, w_hh, b_ih, b_hh);
+  DeviceContext ctx(op, {{"x", &x}});
+  const auto x3 = strided_view(x, {1, d.B, d.I}, {d.B * x.stride(0), x.stride(0), x.stride(1)});
+  const auto [out, gates] = forward(x3, h, w_ih, w_hh, b_ih, b_hh, d, cuda::RnnPath::PerStep, ctx.stream());
+  return {view2d(out, d.B, d.H), view2d(gates, d.B, kSlots * d.H)};
+}
+
+// -> (grad_x, grad_h, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)
+Grads gru_cell_backward(const Tensor& grad_h_next,  // (B, H)
+                        const Tensor& gates,        // (B, 4H) compute dtype
+                        const Tensor& x,            // (B, I)
+                        const Tensor& h,            // (B, H)
+                        const Tensor& w_ih,         // (3H, I)
+                        const Tensor& w_hh)         // (3H, H)
+{
+  const char* op = "fusedseq.gru_cell_backward";
+  const auto d = gated::gru_cell_backward(op, grad_h_next, gates, x, h, w_ih, w_hh);
+  DeviceContext ctx(op, {{"x", &x}});
+  const ScalarType st = x.scalar_type(), acc = compute_dtype(x);
+  const auto [dz, dh] = backward(x, as_compute(grad_h_next, st), as_compute(gates, acc), nullptr, h, w_hh, d,
+                                 cuda::RnnPath::PerStep, ctx.stream());
+  // The products take the unrounded dz, so fp16/bf16 operands are widened for them.
+  const auto [dx, dwi, dwh, dbi, dbh] = gated::gru_input_and_weight_grads(
+      view2d(dz, d.B, kSlots * d.H), to_dtype(x, acc), to_dtype(h, acc), to_dtype(w_ih, acc));
+  return {to_dtype(dx, st), dh, to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(dbi, st), to_dtype(dbh, st)};
+}
+
+// -> (output (T, B, H), gates (T, B, 4H) compute dtype)
+std::tuple<Tensor, Tensor> gru(const Tensor& x,        // (T, B, I)
+                               const Tensor& h0,       // (B, H)
+                               const Tensor& w_ih,     // (3H, I)
+                               const Tensor& w_hh,     // (3H, H)
+                               const OptTensor& b_ih,  // (3H,)
+                               const OptTensor& b_hh)  // (3H,)
+{
+  const char* op = "fusedseq.gru";
+  const auto d = gated::gru(op, x, h0, w_ih, w_hh, b_ih, b_hh);
+  const cuda::RnnPath path = path_from_env(op);
+  DeviceContext ctx(op, {{"x", &x}});
+  return forward(x, h0, w_ih, w_hh, b_ih, b_hh, d, path, ctx.stream());
+}
+
+// -> (grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)
+Grads gru_backward(const Tensor& grad_output,  // (T, B, H)
+                   const Tensor& output,       // (T, B, H)
+                   const Tensor& gates,        // (T, B, 4H) compute dtype
+                   const Tensor& x,            // (T, B, I)
+                   const Tensor& h0,           // (B, H)
+                   const Tensor& w_ih,         // (3H, I)
+                   const Tensor& w_hh)         // (3H, H)
+{
+  const char* op = "fusedseq.gru_backward";
+  const auto d = gated::gru_backward(op, grad_output, output, gates, x, h0, w_ih, w_hh);
+  const cuda::RnnPath path = path_from_env(op);
+  DeviceContext ctx(op, {{"x", &x}});
+  const ScalarType st = x.scalar_type(), acc = compute_dtype(x);
+  const auto y = as_compute(output, st);
+  const auto [dz, dh0] =
+      backward(x, as_compute(grad_output, st), as_compute(gates, acc), &y, h0, w_hh, d, path, ctx.stream());
+  // Everything left is a large product over all T·B rows at once, from the
+  // unrounded dz (fp16/bf16 operands widened: T B (I + H) elements).
+  const int64_t rows = d.T_ * d.B;
+  const auto [dx, dwi, dwh, dbi, dbh] = gated::gru_input_and_weight_grads(
+      view2d(dz, rows, kSlots * d.H), view2d(as_compute(x, acc), rows, d.I),
+      previous_states(as_compute(h0, acc), to_dtype(y, acc)), to_dtype(w_ih, acc));
+  return {to_dtype(strided_view(dx, {d.T_, d.B, d.I}, {d.B * d.I, d.I, 1}), st),
+          dh0,
+          to_dtype(dwi, st),
+          to_dtype(dwh, st),
+          to_dtype(dbi, st),
+          to_dtype(dbh, st)};
+}
+
+}  // namespace fusedseq::cuda_bindings

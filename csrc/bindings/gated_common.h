@@ -127,11 +127,18 @@ inline Dims gru_backward(const char* op, const Tensor& grad_output, const Tensor
 }
 
 // ----------------------------------------------------- the large products --
-// After the LSTM's BPTT: (grad_x (rows, I), grad_w_ih, grad_w_hh, grad_b) from
-// dz (rows, 4H) and the input x (rows, I) and state h (rows, H) each row saw.
+// After the LSTM's BPTT: (grad_w_ih, grad_w_hh, grad_b) from dz (rows, 4H)
+// and the input x (rows, I) and state h (rows, H) each row saw. (The CPU
+// kernel may have computed grad_x already, beside the recurrence.)
+inline std::tuple<Tensor, Tensor, Tensor> lstm_weight_grads(const Tensor& dz, const Tensor& x, const Tensor& h) {
+  return {mm(t(dz), x), mm(t(dz), h), sum_dim(dz, 0)};
+}
+
+// The same plus grad_x = dz W_ih (rows, I) first.
 inline std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_input_and_weight_grads(const Tensor& dz, const Tensor& x,
                                                                               const Tensor& h, const Tensor& w_ih) {
-  return {mm(dz, w_ih), mm(t(dz), x), mm(t(dz), h), sum_dim(dz, 0)};
+  auto [dwi, dwh, db] = lstm_weight_grads(dz, x, h);
+  return {mm(dz, w_ih), dwi, dwh, db};
 }
 
 // After the GRU's BPTT: from dz (rows of (dz_r, dz_z, dz_n, dz_n r)), x and

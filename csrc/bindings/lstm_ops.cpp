@@ -159,9 +159,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   // Everything left is a large product over all T·B rows at once.
   const auto dz2 = view2d(dz, T_ * B, G * H);
   const auto dx = fused_side ? *dx_fused : strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
-  const auto dwi = mm(t(dz2), view2d(xc, T_ * B, I));
-  const auto dwh = mm(t(dz2), previous_states(hc, y));
-  const auto db = sum_dim(dz2, 0);
+  const auto [dwi, dwh, db] = gated::lstm_weight_grads(dz2, view2d(xc, T_ * B, I), previous_states(hc, y));
   const auto st = x.scalar_type();
   return {to_dtype(dx, st),  to_dtype(dh0, st), to_dtype(dc0, st),
           to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};

@@ -83,6 +83,42 @@ inline int64_t steps_per_chunk(int64_t B) { return std::max<int64_t>(1, 128 / B)
 // rows from L2 and ran at 69 GFLOP/s against 77-92 in the same test).
 constexpr int64_t kRowBlock = 16;
 
+// C = A · W for chunk k of the rows of A (steps_per_chunk(B) steps of B rows
+// each), with W (K × N, W(k, n) = w[k·rs + n·cs]) packed once into 16-wide
+// panels. The forward's projection is x W_ihᵀ (rs = 1, cs = I), the
+// backward's dx is dz W_ih (rs = I, cs = 1).
+template <typename T>
+class ChunkedProduct {
+ public:
+  ChunkedProduct(int64_t K, int64_t N, const T* w, int64_t rs, int64_t cs, int64_t T_, int64_t B,
+                 const ParallelFor& pf)
+      : K_(K), N_(N), rows_(T_ * B), chunk_rows_(steps_per_chunk(B) * B),
+        packed_(std::make_unique_for_overwrite<T[]>(panels_size(K, N))) {
+    pf(0, div_up(N, kPanel), grain_for(K * kPanel), [&](int64_t p0, int64_t p1) {
+      const int64_t c0 = p0 * kPanel, c1 = std::min(N, p1 * kPanel);
+      pack_panels<T>(K, c1 - c0, w + c0 * cs, rs, cs, packed_.get() + c0 * K);
+    });
+  }
+  int64_t chunks() const { return div_up(rows_, chunk_rows_); }
+
+  // Chunk k: A is (T·B, K), C is (T·B, N), both row-major.
+  void operator()(int64_t k, const T* A, T* C) const {
+    const int64_t r1 = std::min(rows_, (k + 1) * chunk_rows_);
+    for (int64_t r = k * chunk_rows_; r < r1; r += kRowBlock)
+      gemm_nn_packed<T>(std::min(kRowBlock, r1 - r), N_, K_, A + r * K_, K_, 1, packed_.get(), C + r * N_, N_, false);
+  }
+  // Every chunk, split over threads (the paths that do not pipeline).
+  void all(const T* A, T* C, const ParallelFor& pf) const {
+    pf(0, chunks(), grain_for(chunk_rows_ * K_ * N_), [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) (*this)(k, A, C);
+    });
+  }
+
+ private:
+  int64_t K_, N_, rows_, chunk_rows_;
+  std::unique_ptr<T[]> packed_;
+};
+
 // Whether two threads run the recurrence on one and the side product on the
 // other (step_pipeline.h) rather than each half of every step: with up to two
 // threads, when the recurrence is at most ~1.6x the side product (one thread
@@ -126,23 +162,12 @@ void lstm_seq_forward(const LstmSeqFwdParams<T>& p, const ParallelFor& pf) {
   };
   if (!p.x) return split_steps();
 
-  // The input projection, chunk k: gates[t0:t1] = x[t0:t1] W_ihᵀ, with W_ihᵀ
-  // packed once into 16-wide panels.
-  const int64_t Tc = steps_per_chunk(B), nchunk = div_up(T_, Tc);
-  auto wpi = std::make_unique_for_overwrite<T[]>(panels_size(I, GH));
-  pf(0, div_up(GH, kPanel), grain_for(I * kPanel), [&](int64_t p0, int64_t p1) {
-    const int64_t c0 = p0 * kPanel, c1 = std::min(GH, p1 * kPanel);
-    pack_panels<T>(I, c1 - c0, p.w_ih + c0 * I, 1, I, wpi.get() + c0 * I);
-  });
-  auto project = [&](int64_t k) {
-    const int64_t r0 = k * Tc * B, r1 = std::min(T_, (k + 1) * Tc) * B;
-    for (int64_t r = r0; r < r1; r += kRowBlock)  // x rows stay in L1 while W_ihᵀ streams past
-      gemm_nn_packed<T>(std::min(kRowBlock, r1 - r), GH, I, p.x + r * I, I, 1, wpi.get(), p.gates + r * GH, GH, false);
-  };
+  // The input projection, chunk by chunk: gates = x W_ihᵀ.
+  const ChunkedProduct<T> projection(I, GH, p.w_ih, 1, I, T_, B, pf);
+  const int64_t Tc = steps_per_chunk(B), nchunk = projection.chunks();
+  auto project = [&](int64_t k) { projection(k, p.x, p.gates); };
   if (!pipelined(p.path, p.threads, H, I)) {
-    pf(0, nchunk, grain_for(Tc * B * GH * I), [&](int64_t k0, int64_t k1) {
-      for (int64_t k = k0; k < k1; ++k) project(k);
-    });
+    projection.all(p.x, p.gates, pf);
     return split_steps();
   }
   ChunkQueue queue(nchunk);
@@ -200,24 +225,13 @@ void lstm_seq_backward(const LstmSeqBwdParams<T>& p, const ParallelFor& pf) {
   if (!p.grad_x) {
     split_steps();
   } else {
-    // dx for chunk k of steps: dx[t0:t1] = dz[t0:t1] W_ih, W_ih packed once.
-    const int64_t Tc = steps_per_chunk(B), nchunk = div_up(T_, Tc);
-    auto wpx = std::make_unique_for_overwrite<T[]>(panels_size(GH, I));
-    pf(0, div_up(I, kPanel), grain_for(GH * kPanel), [&](int64_t p0, int64_t p1) {
-      const int64_t c0 = p0 * kPanel, c1 = std::min(I, p1 * kPanel);
-      pack_panels<T>(GH, c1 - c0, p.w_ih + c0, I, 1, wpx.get() + c0 * GH);
-    });
-    auto grad_x = [&](int64_t k) {
-      const int64_t r0 = k * Tc * B, r1 = std::min(T_, (k + 1) * Tc) * B;
-      for (int64_t r = r0; r < r1; r += kRowBlock)
-        gemm_nn_packed<T>(std::min(kRowBlock, r1 - r), I, GH, p.grad_gates + r * GH, GH, 1, wpx.get(),
-                          p.grad_x + r * I, I, false);
-    };
+    // dx = dz W_ih, chunk by chunk.
+    const ChunkedProduct<T> dx_product(GH, I, p.w_ih, I, 1, T_, B, pf);
+    const int64_t Tc = steps_per_chunk(B), nchunk = dx_product.chunks();
+    auto grad_x = [&](int64_t k) { dx_product(k, p.grad_gates, p.grad_x); };
     if (!pipelined(p.path, p.threads, H, I)) {
       split_steps();
-      pf(0, nchunk, grain_for(Tc * B * GH * I), [&](int64_t k0, int64_t k1) {
-        for (int64_t k = k0; k < k1; ++k) grad_x(k);
-      });
+      dx_product.all(p.grad_gates, p.grad_x, pf);
     } else {
       // Item i of the queue is the i-th chunk the reverse-time steps finish.
       DrainQueue queue(nchunk);

@@ -1,10 +1,11 @@
 """The CPU LSTM's three ways of running its side products (the input
-projection and dx) beside the recurrence, chosen by FUSEDSEQ_CPU_RNN_PATH:
-`pipeline` (one thread steps, the other projects ahead / computes dx behind,
-cpu/step_pipeline.h), `split` (every step and product split over threads) and
-`aten` (ATen's products, split steps). They must agree: pipeline and split
-run the same tiles in the same order per element, so bit for bit; aten to
-fp32 rounding. Two threads, so the pipeline's threads really run at once."""
+projection, dx and, on up to two threads, the weight gradients) beside the
+recurrence, chosen by FUSEDSEQ_CPU_RNN_PATH: `pipeline` (one thread steps,
+the other projects ahead / computes dx and dW behind, cpu/step_pipeline.h),
+`split` (every step and product split over threads) and `aten` (ATen's
+products, split steps). They must agree: pipeline and split run the same
+tiles in the same order per element, so bit for bit; aten to fp32 rounding.
+Two threads, so the pipeline's threads really run at once."""
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,10 @@ def inputs(make, T, B, I, H, dtype=torch.float32):
 
 # Chunks of 128 // B steps: T a multiple of it, not, and shorter than one;
 # I = H (balanced), I >> H (the recurrence thread helps with the projection),
-# I << H (the dx worker waits for the steps).
-SHAPES = [(24, 16, 64, 64), (37, 16, 96, 80), (5, 16, 40, 24), (60, 5, 300, 16), (30, 3, 7, 72), (1, 1, 3, 2)]
+# I << H (the dx worker waits for the steps); B > 128 (a chunk is one step);
+# I past 256 (two column blocks of dW_ih, cpu/weight_grad_chunks.h).
+SHAPES = [(24, 16, 64, 64), (37, 16, 96, 80), (5, 16, 40, 24), (60, 5, 300, 16), (30, 3, 7, 72), (1, 1, 3, 2),
+          (3, 130, 20, 17)]
 
 
 @pytest.mark.parametrize("T,B,I,H", SHAPES, ids=[f"T{s[0]}_B{s[1]}_I{s[2]}_H{s[3]}" for s in SHAPES])
@@ -98,3 +101,31 @@ def test_double_keeps_aten_products(make, monkeypatch):
         runs.append(lstm_run(make, 6, 3, 5, 4, data))
     for a, b, c in zip(*runs):
         assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_weight_grads_same_bits_on_one_and_two_threads(make, monkeypatch):
+    """Each column block of dW is summed chunk after chunk in the order the
+    steps release them, whichever thread runs a chunk (SideWork's ordered
+    streams): one thread and two give the same bits, every run."""
+    monkeypatch.setenv("FUSEDSEQ_CPU_RNN_PATH", "pipeline")
+    data = inputs(make, 48, 8, 272, 40)  # 3 chunks of 16 steps; dW_ih in two column blocks
+    one = lstm_run(make, 48, 8, 272, 40, data)
+    torch.set_num_threads(2)
+    for _ in range(3):
+        for a, b in zip(one, lstm_run(make, 48, 8, 272, 40, data)):
+            assert torch.equal(a, b)
+
+
+def test_weight_grads_on_more_threads_use_aten(make, monkeypatch):
+    """Past two threads the weight gradients go back to ATen's product (a
+    column block is one thread's at a time, which would idle the others):
+    same numbers to fp32 rounding, against float64."""
+    data = inputs(make, 24, 16, 64, 48)
+    ref = lstm_run(make, 24, 16, 64, 48, [t.double() for t in data])
+    torch.set_num_threads(3)
+    three = lstm_run(make, 24, 16, 64, 48, data)
+    torch.set_num_threads(2)
+    two = lstm_run(make, 24, 16, 64, 48, data)
+    for name, a, b, r in zip(["w_ih", "w_hh", "b_ih", "b_hh"], three[-4:], two[-4:], ref[-4:]):
+        assert rel_err(a, r) <= FP32_RTOL, f"{name}: three threads vs float64"
+        assert rel_err(b, r) <= FP32_RTOL, f"{name}: two threads vs float64"

@@ -144,23 +144,36 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   const auto wi = as_compute(w_ih, dt), wh = as_compute(w_hh, dt);
   auto dz = empty({T_, B, G * H}, dt, x), dh0 = empty({B, H}, dt, x), dc0 = empty({B, H}, dt, x);
   // dx = dz W_ih: in the kernel, behind the recurrence, where it fuses the
-  // forward's projection; otherwise one ATen product below.
+  // forward's projection; otherwise one ATen product below. The weight
+  // gradients join it there on up to two threads (each of their column
+  // blocks is summed by one thread at a time, which keeps more threads idle
+  // than ATen's product would).
   const auto path = cpu_recurrence_choice(op, dt);
   const bool fused_side = path.fuse_side_products;
-  std::optional<Tensor> dx_fused;
+  const bool fused_weights = fused_side && intra_op_threads() <= 2;
+  std::optional<Tensor> dx_fused, dwi_fused, dwh_fused, db_fused;
   if (fused_side) dx_fused = empty({T_, B, I}, dt, x);
+  if (fused_weights)
+    dwi_fused = empty({G * H, I}, dt, x), dwh_fused = empty({G * H, H}, dt, x), db_fused = empty({G * H}, dt, x);
   dispatch_compute(dt, [&]<typename T>() {
     LstmSeqBwdParams<T> p{ptr<T>(go), ptr<T>(gc),  ptr<T>(g),   ptr<T>(cs), ptr<T>(cc), ptr<T>(wh),
                           ptr<T>(dz), ptr<T>(dh0), ptr<T>(dc0), T_,         B,          H};
     if (fused_side) p.w_ih = ptr<T>(wi), p.grad_x = ptr<T>(*dx_fused), p.I = I;
+    if (fused_weights) {
+      p.x = ptr<T>(xc), p.h0 = ptr<T>(hc), p.out = ptr<T>(y);
+      p.grad_w_ih = ptr<T>(*dwi_fused), p.grad_w_hh = ptr<T>(*dwh_fused), p.grad_b = ptr<T>(*db_fused);
+    }
     p.threads = intra_op_threads(), p.path = path.path;
     cpu::kernels<T>().lstm_seq_backward(p, torch_parallel_for());
   });
+  const auto st = x.scalar_type();
+  if (fused_weights)
+    return {to_dtype(*dx_fused, st),  to_dtype(dh0, st),        to_dtype(dc0, st),
+            to_dtype(*dwi_fused, st), to_dtype(*dwh_fused, st), to_dtype(*db_fused, st)};
   // Everything left is a large product over all T·B rows at once.
   const auto dz2 = view2d(dz, T_ * B, G * H);
   const auto dx = fused_side ? *dx_fused : strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
   const auto [dwi, dwh, db] = gated::lstm_weight_grads(dz2, view2d(xc, T_ * B, I), previous_states(hc, y));
-  const auto st = x.scalar_type();
   return {to_dtype(dx, st),  to_dtype(dh0, st), to_dtype(dc0, st),
           to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};
 }

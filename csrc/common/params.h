@@ -196,6 +196,15 @@ struct LstmSeqBwdParams {
   const T* w_ih = nullptr;  // (4H, I) when grad_x is given
   T* grad_x = nullptr;      // (T, B, I) out, or nullptr
   int64_t I = 0;
+  // With grad_x, when grad_w_ih is given the kernel also computes the weight
+  // gradients dW_ih = Σ dzᵀ x_t, dW_hh = Σ dzᵀ h_{t-1} and db = Σ dz, chunk
+  // by chunk beside the recurrence (cpu/weight_grad_chunks.h).
+  const T* x = nullptr;    // (T, B, I)
+  const T* h0 = nullptr;   // (B, H)
+  const T* out = nullptr;  // (T, B, H) the forward's h_t
+  T* grad_w_ih = nullptr;  // (4H, I) out, or nullptr
+  T* grad_w_hh = nullptr;  // (4H, H) out
+  T* grad_b = nullptr;     // (4H) out
   int64_t threads = 1;
   RecurrencePath path = RecurrencePath::Auto;
 };

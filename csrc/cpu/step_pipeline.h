@@ -10,17 +10,18 @@
 // thread 1 runs the product, chunk of steps by chunk of steps:
 //   forward   the projection x_t W_ihᵀ of chunk k, ahead of the steps that
 //             read it;
-//   backward  dx_t = dz_t W_ih of chunk k, behind the steps (in reverse time)
+//   backward  dx_t = dz_t W_ih and the chunk's share of the weight gradients
+//             (dz_tᵀ x_t, dz_tᵀ h_{t-1}), behind the steps (in reverse time)
 //             that produced dz_t.
 // The threads meet only at chunk boundaries, through the counters below.
 //
 // No thread ever waits for work that nobody is doing. In the forward the
 // recurrence claims a chunk it needs that is still unclaimed and computes it
 // itself; it waits only for a chunk the other thread has claimed, i.e. is
-// computing. In the backward the worker waits for the recurrence only while
-// the recurrence is running; otherwise it leaves and the recurrence thread
-// takes what is left after its last step. So the pair is correct whether the
-// two tasks run at once, one after the other, or on one thread.
+// computing. In the backward the recurrence thread, after its last step,
+// works through whatever is left beside the worker; a worker that finds the
+// recurrence not started leaves after a grace period. So the pair is correct
+// whether the two tasks run at once, one after the other, or on one thread.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -92,45 +93,98 @@ class ChunkQueue {
 };
 
 // Backward: side work on chunks as the recurrence releases them, in the
-// order it releases them (item i of the queue is the i-th released chunk).
-class DrainQueue {
+// order it releases them (i = 0, 1, ...: the i-th released chunk). Two kinds
+// of item per released chunk:
+//   free     one per chunk (dx of the chunk): any thread, any order;
+//   ordered  one per chunk and stream (a block of columns of the weight
+//            gradients, accumulated chunk after chunk): a stream's items run
+//            one at a time and in release order, whichever thread runs them,
+//            so every element of dW is summed in the same order on every run
+//            and every thread count (bit-for-bit repeatable).
+// The worker thread runs items while the recurrence steps; the recurrence
+// thread joins after its last step, and both share what is left.
+class SideWork {
  public:
-  explicit DrainQueue(int64_t n) : n_(n) {}
-  int64_t size() const { return n_; }
+  SideWork(int64_t n, int64_t streams)
+      : n_(n), streams_(streams), progress_(std::make_unique<std::atomic<int64_t>[]>(streams)),
+        busy_(std::make_unique<std::atomic<bool>[]>(streams)) {
+    for (int64_t s = 0; s < streams; ++s) {
+      progress_[s].store(0, std::memory_order_relaxed);
+      busy_[s].store(false, std::memory_order_relaxed);
+    }
+  }
 
   void start() { running_.store(true, std::memory_order_release); }
-  // The recurrence has produced everything the first `count` items need.
+  // The recurrence has produced everything the first `count` chunks need.
   void release(int64_t count) { released_.store(count, std::memory_order_release); }
   void stop() { running_.store(false, std::memory_order_release); }
 
-  // The worker's loop: work(i) on released items; waits for more only while
-  // the recurrence runs (or may still start: a short grace period).
-  template <typename Work>
-  void drain(Work&& work) {
-    for (int spins = 0;;) {
-      int64_t i = next_.load(std::memory_order_relaxed);
-      if (i >= n_) return;
-      if (i < released_.load(std::memory_order_acquire)) {
-        if (next_.compare_exchange_weak(i, i + 1, std::memory_order_relaxed)) work(i);
+  // Runs free(i) and ordered(i, stream) items until none is left for this
+  // thread. Ordered items go first: they are the constrained ones (at most
+  // one thread per stream), so the tail the two threads share at the end is
+  // mostly free items. The worker (recurrence_thread false) waits for
+  // releases while the recurrence runs, and leaves if it never starts (a
+  // short grace period: then the recurrence thread does everything).
+  template <typename Free, typename Ordered>
+  void run(Free&& free, Ordered&& ordered, bool recurrence_thread) {
+    for (int64_t spins = 0, s0 = recurrence_thread ? streams_ / 2 : 0;;) {
+      const int64_t released = released_.load(std::memory_order_acquire);
+      if (run_ordered(released, s0, ordered) || run_free(released, free)) {
+        spins = 0;
         continue;
       }
-      if (!running_.load(std::memory_order_acquire) && (started_once() || spins > 20000)) return;
+      if (all_done()) return;
+      // Otherwise the rest is not released yet or another thread is on it.
+      const bool never_started = released == 0 && !running_.load(std::memory_order_acquire);
+      if (!recurrence_thread && never_started && spins > 20000) return;
       if (++spins < 4096)
         FUSEDSEQ_PAUSE();
       else
         std::this_thread::yield();
     }
   }
-  // The recurrence thread, after its last step: everything still unclaimed.
-  template <typename Work>
-  void finish_all(Work&& work) {
-    for (int64_t i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < n_;) work(i);
-  }
 
  private:
-  bool started_once() const { return released_.load(std::memory_order_acquire) > 0; }
-  int64_t n_;
-  std::atomic<int64_t> next_{0}, released_{0};
+  // One ordered item from the first stream (from s0 on) that has a released
+  // chunk left and no thread on it.
+  template <typename Ordered>
+  bool run_ordered(int64_t released, int64_t s0, Ordered& ordered) {
+    for (int64_t k = 0; k < streams_; ++k) {
+      const int64_t s = (s0 + k) % streams_;
+      if (progress_[s].load(std::memory_order_acquire) >= released) continue;
+      if (busy_[s].exchange(true, std::memory_order_acquire)) continue;
+      const int64_t i = progress_[s].load(std::memory_order_relaxed);
+      const bool ran = i < released;
+      if (ran) {
+        ordered(i, s);
+        progress_[s].store(i + 1, std::memory_order_release);
+      }
+      busy_[s].store(false, std::memory_order_release);
+      if (ran) return true;
+    }
+    return false;
+  }
+  template <typename Free>
+  bool run_free(int64_t released, Free& free) {
+    int64_t i = next_free_.load(std::memory_order_relaxed);
+    while (i < released)
+      if (next_free_.compare_exchange_weak(i, i + 1, std::memory_order_relaxed)) {
+        free(i);
+        return true;
+      }
+    return false;
+  }
+  bool all_done() const {
+    if (next_free_.load(std::memory_order_relaxed) < n_) return false;
+    for (int64_t s = 0; s < streams_; ++s)
+      if (progress_[s].load(std::memory_order_acquire) < n_) return false;
+    return true;
+  }
+
+  int64_t n_, streams_;
+  std::unique_ptr<std::atomic<int64_t>[]> progress_;  // items done per stream
+  std::unique_ptr<std::atomic<bool>[]> busy_;         // a thread is running the stream's next item
+  std::atomic<int64_t> next_free_{0}, released_{0};
   std::atomic<bool> running_{false};
 };
 

@@ -27,8 +27,9 @@ inline Tensor columns(const Tensor& a, int64_t start, int64_t count) {
 inline bool has(const std::optional<Tensor>& t) { return t.has_value() && t->defined(); }
 
 // FUSEDSEQ_CPU_RNN_PATH = auto (default) | pipeline | split | aten: how the
-// CPU LSTM runs its input projection and dx beside the recurrence
-// (cpu/step_pipeline.h). `aten` leaves both products to ATen and splits every
+// CPU LSTM runs its input projection, dx and (on up to two threads) the
+// weight gradients beside the recurrence (cpu/step_pipeline.h). `aten`
+// leaves all of those products to ATen and splits every
 // step over threads, as before the pipeline; tests force each, and A/B timings
 // use it. Read on every call.
 struct CpuRecurrenceChoice {

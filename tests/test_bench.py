@@ -26,6 +26,30 @@ def test_verdicts():
     assert "IQR" in Timing.of([[1.0, 2.0, 1.0, 2.0]] * 3).unstable
 
 
+def test_page_faults_per_call_are_counted_and_shown(monkeypatch):
+    """A path that writes a fresh 64 MiB buffer every call (glibc maps it anew
+    each time) shows its first-touch page faults on its row; one that
+    allocates nothing large shows next to none."""
+    @case("faulty", primary="torch", work=lambda p, mode: (p["n"], "FLOP"), shapes={"cpu": [{"n": 64}]})
+    def build(make, n):
+        x = make(n)
+
+        def fresh_buffer():
+            torch.empty(16 << 20).fill_(1.0)  # 64 MiB of float32, every page touched
+            return x * 2
+        return Setup([x], {"fused": lambda: x * 2, "torch": fresh_buffer}, reference=lambda t: 2 * t)
+    try:
+        rows = {r.impl: r for r in run_case(Case(REGISTRY["faulty"], torch.device("cpu"), torch.float32,
+                                                 {"n": 64}, ("fwd",)), TINY)}
+    finally:
+        del REGISTRY["faulty"]
+    fresh, quiet = rows["torch"].timing.faults_per_call, rows["fused"].timing.faults_per_call
+    assert fresh >= 30, fresh  # 16384 with 4 KiB pages, 32 with 2 MiB ones
+    assert quiet < fresh / 10, (quiet, fresh)
+    table = report.format_table(list(rows.values()))
+    assert "faults/call" in table.splitlines()[0]
+
+
 def test_load_meter_blames_other_processes(monkeypatch):
     reads = iter([(0.0, 100.0, 10.0), (1.0, 102.0, 10.5)])   # 2 s of CPU in 1 s, 0.5 s of it ours
     monkeypatch.setattr(LoadMeter, "_read", staticmethod(lambda: next(reads)))

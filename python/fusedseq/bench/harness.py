@@ -226,7 +226,7 @@ def _run_mode(case: Case, mode: str, setup: Setup, make: Maker, budget: Budget, 
                 if c.failure is not None:
                     row.status, row.note, row.timing = *_failure(c.failure, []), None
                     continue
-                row.timing, row.remeasured = Timing.of(c.rounds), attempt
+                row.timing, row.remeasured = c.timing(case.device), attempt
                 if load and not case.op.loaded and not row.timing.unstable:
                     row.timing.unstable = load
             if not any(r.unstable for r, _ in contenders) or time.perf_counter() - started > budget.retry_below_s:

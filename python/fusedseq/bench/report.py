@@ -15,7 +15,8 @@ LEGEND = ("median: per call after warm-up, IQR: spread of the middle half of the
           "speedup: this path's time / fused time (>1: fused is faster); on the fused row, over the fastest "
           "PyTorch path.\n(1.23x)?: a ratio from an unstable timing (see its note), not a result.\n"
           "max abs / rel err: vs a float64 reference on the same inputs (rel = ‖Δ‖₂/‖ref‖₂); fwd+bwd: worst "
-          "over all gradients.")
+          "over all gradients.\nfaults/call (CPU): minor page faults per call, the first touches of memory the "
+          "allocator mapped afresh; time a different allocator can take away.")
 
 
 def fmt_time(s: Optional[float]) -> str:
@@ -47,6 +48,11 @@ def _err(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.1e}"
 
 
+def fmt_faults(r: Row) -> str:
+    f = r.timing.faults_per_call if r.timing else None
+    return "-" if f is None else f"{f:.0f}" if f >= 10 else f"{f:.1f}"
+
+
 def _note(r: Row) -> str:
     if r.status != "ok":
         return f"{r.status}: {r.note}"
@@ -73,8 +79,9 @@ def _align(lines: list[list[str]], right: set[int]) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     """One op on one device; the case columns only on the first row of each case × mode."""
     extra = list(dict.fromkeys(k for r in rows for k in r.columns))
+    faults = any(r.timing is not None and r.timing.faults_per_call is not None for r in rows)
     head = ["case", "dtype", "mode", *extra, "impl", "median", "IQR", rate_unit(rows[0])[0], "speedup",
-            "max abs err", "rel err", "note"]
+            *(["faults/call"] if faults else []), "max abs err", "rel err", "note"]
     lines, last = [head], None
     for r in rows:
         key = (r.case, r.dtype, r.mode)
@@ -85,7 +92,8 @@ def format_table(rows: Sequence[Row]) -> str:
         last = key
         t = r.timing
         lines.append(lead + [r.impl, fmt_time(t and t.median), fmt_time(t and t.q3 - t.q1), fmt_rate(r),
-                             fmt_ratio(r), _err(r.max_abs), _err(r.rel), _note(r)])
+                             fmt_ratio(r), *([fmt_faults(r)] if faults else []), _err(r.max_abs), _err(r.rel),
+                             _note(r)])
     return _align(lines, right=set(range(len(extra) + 4, len(head) - 1)))
 
 

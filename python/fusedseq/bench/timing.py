@@ -1,8 +1,11 @@
 """Timing: warm-up, interleaved rounds, median/IQR, and whether to trust it.
 
-CPU: ``perf_counter_ns`` per call. CUDA: a pair of events per call, read
-after one synchronize, L2 flushed before each call outside the events (as
-llm.c does). The collector is paused while timing. Paths take their runs in
+CPU: ``perf_counter_ns`` per call, and the process's minor page faults over
+the timed calls (first touches of freshly mapped memory: on this VM an
+nn.LSTM training step spends ~20 ms of its ~110 in them, which a different
+allocator removes; benchmarks/NOTES.md). CUDA: a pair of events per call,
+read after one synchronize, L2 flushed before each call outside the events
+(as llm.c does). The collector is paused while timing. Paths take their runs in
 rounds (A B C, A B C, ...) so a change of load hits all alike; a timing is
 *unstable* when its rounds disagree, its runs spread widely, or other
 processes took cores it needed (/proc/stat).
@@ -21,6 +24,11 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Optional, Sequence
 
 import torch
+
+try:
+    import resource
+except ImportError:  # no getrusage (Windows): no fault counts
+    resource = None
 
 ROUNDS_DISAGREE = 1.3   # slowest / fastest round median above this: unstable
 IQR_TOO_WIDE = 0.3      # IQR / median above this: unstable
@@ -41,13 +49,15 @@ class Budget:
 
 @dataclass
 class Timing:
-    """Seconds per call of one path, and ``unstable``: why not to trust it ("" if fine)."""
+    """Seconds per call of one path, and ``unstable``: why not to trust it ("" if fine);
+    ``faults_per_call``: minor page faults per timed call (CPU; None elsewhere)."""
     median: float
     q1: float
     q3: float
     runs: int
     round_medians: list[float] = field(default_factory=list)
     unstable: str = ""
+    faults_per_call: Optional[float] = None
 
     @classmethod
     def of(cls, rounds: Sequence[Sequence[float]]) -> "Timing":
@@ -122,14 +132,28 @@ def warm_up(fn: Callable[[], object], device: torch.device, budget: Budget) -> i
     return max(budget.min_runs, min(budget.max_runs, int(budget.seconds / max(per_call, 1e-9))))
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far, all threads (getrusage; 0 without it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+
+
 @dataclass
 class Contender:
-    """One path of an interleaved measurement."""
+    """One path of an interleaved measurement; ``faults``: minor page faults over its
+    timed ``calls`` (CPU)."""
     fn: Callable[[], object]
     runs: int
     context: Callable[[], ContextManager] = nullcontext
     rounds: list[list[float]] = field(default_factory=list)
     failure: Optional[BaseException] = None
+    faults: int = 0
+    calls: int = 0
+
+    def timing(self, device: torch.device) -> Timing:
+        t = Timing.of(self.rounds)
+        if device.type == "cpu" and self.calls and resource:
+            t.faults_per_call = self.faults / self.calls
+        return t
 
 
 def interleave(contenders: Sequence[Contender], device: torch.device, rounds: int) -> Optional[str]:
@@ -137,13 +161,16 @@ def interleave(contenders: Sequence[Contender], device: torch.device, rounds: in
     flush = l2_flusher(device)
     meter = LoadMeter()
     for c in contenders:
-        c.rounds, c.failure = [], None
+        c.rounds, c.failure, c.faults, c.calls = [], None, 0, 0
     for _ in range(max(1, rounds)):
         for c in contenders:
             if c.failure is None:
                 try:
                     with c.context():
+                        before = minor_faults()
                         c.rounds.append(sample(c.fn, math.ceil(c.runs / rounds), device, flush))
+                        c.faults += minor_faults() - before
+                        c.calls += len(c.rounds[-1])
                 except Exception as exc:  # noqa: BLE001  reported on that path's row
                     c.failure = exc.with_traceback(None)  # frees the failed call's tensors
     return meter.verdict() if device.type == "cpu" else None

@@ -35,7 +35,11 @@
 #define FUSEDSEQ_PAUSE() ((void)0)
 #endif
 
-namespace fusedseq::cpu {
+// In the ISA namespace like the kernels that use it: an inline function of a
+// header compiled into both the baseline and the AVX2 objects may be kept by
+// the linker in its AVX2 copy, which the baseline code would then call (the
+// SideWork constructor's loop was vectorised, tests/test_build.py).
+namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA {
 
 // Spins briefly, then yields: the awaited thread may have been descheduled.
 template <typename Ready>
@@ -188,4 +192,4 @@ class SideWork {
   std::atomic<bool> running_{false};
 };
 
-}  // namespace fusedseq::cpu
+}  // namespace fusedseq::cpu::FUSEDSEQ_CPU_ISA

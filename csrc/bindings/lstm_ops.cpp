@@ -166,14 +166,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     p.threads = intra_op_threads(), p.path = path.path;
     cpu::kernels<T>().lstm_seq_backward(p, torch_parallel_for());
   });
-  const auto st = x.scalar_type();
-  if (fused_weights)
-    return {to_dtype(*dx_fused, st),  to_dtype(dh0, st),        to_dtype(dc0, st),
-            to_dtype(*dwi_fused, st), to_dtype(*dwh_fused, st), to_dtype(*db_fused, st)};
-  // Everything left is a large product over all T·B rows at once.
+  // What the kernel left is a large product over all T·B rows at once.
   const auto dz2 = view2d(dz, T_ * B, G * H);
   const auto dx = fused_side ? *dx_fused : strided_view(mm(dz2, wi), {T_, B, I}, {B * I, I, 1});
-  const auto [dwi, dwh, db] = gated::lstm_weight_grads(dz2, view2d(xc, T_ * B, I), previous_states(hc, y));
+  const auto [dwi, dwh, db] =
+      fused_weights ? std::tuple{*dwi_fused, *dwh_fused, *db_fused}
+                    : gated::lstm_weight_grads(dz2, view2d(xc, T_ * B, I), previous_states(hc, y));
+  const auto st = x.scalar_type();
   return {to_dtype(dx, st),  to_dtype(dh0, st), to_dtype(dc0, st),
           to_dtype(dwi, st), to_dtype(dwh, st), to_dtype(db, st)};
 }

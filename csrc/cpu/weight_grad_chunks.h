@@ -91,18 +91,21 @@ class ChunkedWeightGrads {
       }
     }
     // Six rows of dW at a time: their dz_kᵀ micro-panel, then every panel.
+    // db rides with the first block: its chunk sums are taken from the values
+    // the packing reads anyway (row 0, then rows 1..K-1 added in order).
     const T* dz = dz_ + r0 * R_;
+    const bool sum_b = s == 0 && grad_b_;
     for (int64_t i = 0; i < R_; i += 6) {
       const int64_t m = std::min<int64_t>(6, R_ - i);
       for (int64_t kk = 0; kk < K; ++kk)
-        for (int64_t ii = 0; ii < m; ++ii) ap[kk * 6 + ii] = dz[kk * R_ + i + ii];
+        for (int64_t ii = 0; ii < m; ++ii) {
+          const T v = dz[kk * R_ + i + ii];
+          ap[kk * 6 + ii] = v;
+          if (sum_b) colsum[i + ii] = kk == 0 ? v : colsum[i + ii] + v;
+        }
       gemm_nn_packed<T>(m, w, K, ap, 1, 6, bp, y.grad + i * y.N + blk.c0, y.N, !first);
     }
-    // db rides with the first block.
-    if (s == 0 && grad_b_) {
-      std::copy(dz, dz + R_, colsum);
-      for (int64_t kk = 1; kk < K; ++kk)
-        for (int64_t r = 0; r < R_; ++r) colsum[r] += dz[kk * R_ + r];
+    if (sum_b) {
       if (first)
         std::copy(colsum, colsum + R_, grad_b_);
       else

@@ -3,12 +3,12 @@
 CPU: ``perf_counter_ns`` per call, and the process's minor page faults over
 the timed calls (first touches of freshly mapped memory: on this VM an
 nn.LSTM training step spends ~20 ms of its ~110 in them, which an allocator
-that keeps its memory mapped removes; benchmarks/NOTES.md). CUDA: a pair of events per call,
-read after one synchronize, L2 flushed before each call outside the events
-(as llm.c does). The collector is paused while timing. Paths take their runs in
-rounds (A B C, A B C, ...) so a change of load hits all alike; a timing is
-*unstable* when its rounds disagree, its runs spread widely, or other
-processes took cores it needed (/proc/stat).
+that keeps its memory mapped removes; benchmarks/NOTES.md). CUDA: a pair of
+events per call, read after one synchronize, L2 flushed before each call
+outside the events (as llm.c does). The collector is paused while timing.
+Paths take their runs in rounds (A B C, A B C, ...) so a change of load
+hits all alike; a timing is *unstable* when its rounds disagree, its runs
+spread widely, or other processes took cores it needed (/proc/stat).
 """
 from __future__ import annotations
 
